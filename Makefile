@@ -1,0 +1,62 @@
+# The Makefile drives CMake; CMakeLists.txt is the real build.
+#   make demo   install what is missing, build, run the main job
+#   make test   install what is missing, build, pass every test (also under ASan+UBSan)
+JOBS      ?= $(shell nproc)
+BUILD     ?= build
+ASAN      ?= build-asan
+FUZZBUILD ?= build-fuzz
+FUZZ_SECONDS ?= 30
+SOAK_SECONDS ?= 600
+
+.PHONY: all deps build build-asan build-fuzz test test-release test-asan test-fuzz demo soak fuzz bench format format-check clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DFL_SANITIZE=ON
+	cmake --build $(ASAN) -j $(JOBS)
+
+build-fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZBUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFL_FUZZ=ON
+	cmake --build $(FUZZBUILD) -j $(JOBS)
+
+test: test-release test-asan test-fuzz
+	@echo "make test: all suites passed"
+
+test-release: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# Unit, scenario and simulation tests again under ASan+UBSan.
+test-asan: build-asan
+	cd $(ASAN) && ctest --output-on-failure -j $(JOBS) -L 'unit|sim'
+
+test-fuzz: build-fuzz
+	bash fuzz/run.sh $(FUZZBUILD) $(FUZZ_SECONDS)
+
+fuzz: build-fuzz
+	@echo "fuzz targets are in $(FUZZBUILD)/fuzz; run them with: bash fuzz/run.sh $(FUZZBUILD) SECONDS"
+
+demo: build
+	./$(BUILD)/bench/raft-sim-bench
+
+soak: build
+	./$(BUILD)/tests/sim/flotilla-sim --soak $(SOAK_SECONDS)
+
+bench: build
+	./$(BUILD)/bench/raft-bench
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')
+
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h' '*.cc')
+
+clean:
+	rm -rf $(BUILD) $(ASAN) $(FUZZBUILD)

@@ -1,0 +1,39 @@
+/*
+ * limits.h - every bound of the project in one place, with the reason for it.
+ * Queues, batches and buffers are sized from here so a reader can see what a
+ * node can hold at most.
+ */
+#ifndef FLOTILLA_LIMITS_H
+#define FLOTILLA_LIMITS_H
+
+/* Voters per configuration (incoming and outgoing each). Groups replicate on
+ * 3-7 nodes; 9 leaves room for a 7-node group to swap two members. */
+#define FL_RAFT_MAX_VOTERS 9
+/* Learners per configuration: catching-up replicas and read replicas. */
+#define FL_RAFT_MAX_LEARNERS 7
+/* Distinct members a leader tracks: incoming, outgoing and learners. */
+#define FL_RAFT_MAX_MEMBERS (2 * FL_RAFT_MAX_VOTERS + FL_RAFT_MAX_LEARNERS)
+
+/* Entries appended to a group between two advances (proposals plus a
+ * received batch). Bounds the unstable array of one group. */
+#define FL_RAFT_MAX_UNSTABLE_ENTRIES 65536
+/* Messages one group may emit between two advances; beyond it messages are
+ * dropped and Raft retries them. */
+#define FL_RAFT_MAX_OUTBOX_MESSAGES 1024
+/* Entries one update may hand over for applying. */
+#define FL_RAFT_MAX_APPLY_ENTRIES 4096
+/* Pending linearizable reads per group. */
+#define FL_RAFT_MAX_PENDING_READS 4096
+/* Writes in flight (persist requested, not yet completed) per group. */
+#define FL_RAFT_MAX_WRITES_IN_FLIGHT 64
+/* Inflight window of one follower, in messages. */
+#define FL_RAFT_MAX_INFLIGHT_MESSAGES 4096
+
+_Static_assert(FL_RAFT_MAX_VOTERS <= 255, "voter counts are stored in a byte");
+_Static_assert(FL_RAFT_MAX_LEARNERS <= 255, "learner counts are stored in a byte");
+_Static_assert(FL_RAFT_MAX_APPLY_ENTRIES <= FL_RAFT_MAX_UNSTABLE_ENTRIES,
+               "apply batches never exceed what one update can carry");
+_Static_assert((FL_RAFT_MAX_INFLIGHT_MESSAGES & (FL_RAFT_MAX_INFLIGHT_MESSAGES - 1)) == 0,
+               "the inflight ring is indexed with a mask");
+
+#endif

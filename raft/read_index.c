@@ -1,0 +1,149 @@
+/*
+ * read_index.c - linearizable reads without writing to the log.
+ *
+ *   registered --(leader has committed in its term)--> assigned (index, round)
+ *   assigned --(a quorum echoed a heartbeat of that round)--> released
+ *
+ * A read is safe at index i once the leader knows (a) i is its commit index
+ * at the time the read arrived and (b) it was still the leader after that,
+ * which a heartbeat round acknowledged by a quorum proves. Reads are batched
+ * into rounds: a round in flight collects every read that arrives meanwhile,
+ * so a burst of reads costs one heartbeat broadcast, not one each.
+ * With lease_read (and check_quorum) the leader answers at once, trusting
+ * that no other leader can exist within its election timeout.
+ * Reads asked on a follower travel to the leader as READ_INDEX and come back
+ * as READ_INDEX_RESP; all pending reads are dropped when leadership changes
+ * (callers retry).
+ */
+#include "raft/raft_internal.h"
+
+#include <string.h>
+
+int fl_raft_emit_read_state(fl_raft *r, uint64_t context, uint64_t index) {
+  fl_raft_read_state *state =
+      fl_raft_vector_push(&r->read_states, sizeof(*state), FL_RAFT_MAX_PENDING_READS);
+  if (state == NULL) {
+    return FL_RAFT_E_BUSY;
+  }
+  state->context = context;
+  state->index = index;
+  return 0;
+}
+
+static void answer_read(fl_raft *r, const fl_raft_pending_read *read) {
+  if (read->from == r->id) {
+    fl_raft_emit_read_state(r, read->context, read->index);
+    return;
+  }
+  fl_raft_message *m = fl_raft_new_message(r, FL_RAFT_MSG_READ_INDEX_RESP, read->from);
+  if (m != NULL) {
+    m->context = read->context;
+    m->index = read->index;
+  }
+}
+
+static void start_round(fl_raft *r) {
+  r->read_round_sent++;
+  fl_raft_broadcast_heartbeat(r);
+}
+
+static bool round_in_flight(const fl_raft *r) {
+  return fl_raft_quorum_index(r, fl_raft_read_round_of) < r->read_round_sent;
+}
+
+/* Releases every read whose round a quorum confirmed; starts the next round. */
+void fl_raft_release_reads(fl_raft *r) {
+  uint64_t confirmed = fl_raft_quorum_index(r, fl_raft_read_round_of);
+  fl_raft_pending_read *reads = r->reads.items;
+  uint32_t kept = 0;
+  bool next_round_waiting = false;
+  for (uint32_t i = 0; i < r->reads.count; i++) {
+    if (reads[i].index != 0 && reads[i].round <= confirmed) {
+      answer_read(r, &reads[i]);
+    } else {
+      next_round_waiting = next_round_waiting || reads[i].round > r->read_round_sent;
+      reads[kept++] = reads[i];
+    }
+  }
+  r->reads.count = kept;
+  if (next_round_waiting && !round_in_flight(r)) {
+    start_round(r);
+    fl_raft_release_reads(r); /* a single-voter group confirms at once */
+  }
+}
+
+static void assign_read(fl_raft *r, fl_raft_pending_read *read) {
+  read->index = r->commit;
+  read->round = r->read_round_sent + 1;
+}
+
+/* The leader's first commit of its term makes its commit index current. */
+void fl_raft_assign_waiting_reads(fl_raft *r) {
+  fl_raft_pending_read *reads = r->reads.items;
+  for (uint32_t i = 0; i < r->reads.count; i++) {
+    if (reads[i].index == 0) {
+      assign_read(r, &reads[i]);
+    }
+  }
+  if (r->reads.count > 0) {
+    fl_raft_release_reads(r);
+  }
+}
+
+int fl_raft_register_read(fl_raft *r, uint64_t context, uint64_t from) {
+  if (r->committed_in_term && r->options->lease_read && r->options->check_quorum) {
+    fl_raft_pending_read read = {.context = context, .from = from, .index = r->commit};
+    answer_read(r, &read);
+    return 0;
+  }
+  fl_raft_pending_read *read =
+      fl_raft_vector_push(&r->reads, sizeof(*read), FL_RAFT_MAX_PENDING_READS);
+  if (read == NULL) {
+    return FL_RAFT_E_BUSY;
+  }
+  *read = (fl_raft_pending_read){.context = context, .from = from};
+  if (r->committed_in_term) {
+    assign_read(r, read);
+    fl_raft_release_reads(r);
+  }
+  return 0;
+}
+
+int fl_raft_read_index(fl_raft *r, uint64_t context) {
+  assert(!r->update_outstanding);
+  if (r->role == FL_RAFT_LEADER) {
+    return fl_raft_register_read(r, context, r->id);
+  }
+  if (r->leader == 0) {
+    return FL_RAFT_E_NOT_LEADER;
+  }
+  fl_raft_message *m = fl_raft_new_message(r, FL_RAFT_MSG_READ_INDEX, r->leader);
+  if (m == NULL) {
+    return FL_RAFT_E_BUSY;
+  }
+  m->context = context;
+  return 0;
+}
+
+void fl_raft_handle_read_index(fl_raft *r, const fl_raft_message *m) {
+  if (fl_raft_progress_find(r, m->from) == NULL) {
+    return;
+  }
+  if (fl_raft_register_read(r, m->context, m->from) != 0) {
+    fl_raft_message *resp = fl_raft_new_message(r, FL_RAFT_MSG_READ_INDEX_RESP, m->from);
+    if (resp != NULL) {
+      resp->context = m->context;
+      resp->reject = true;
+    }
+  }
+}
+
+void fl_raft_handle_read_index_response(fl_raft *r, const fl_raft_message *m) {
+  if (!m->reject) {
+    fl_raft_emit_read_state(r, m->context, m->index);
+  }
+}
+
+void fl_raft_drop_reads(fl_raft *r) {
+  r->reads.count = 0;
+}
