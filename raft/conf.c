@@ -138,6 +138,10 @@ size_t fl_raft_conf_encode(const fl_raft_conf *conf, uint8_t *buffer, size_t cap
 
 /* Rejects duplicates, zero ids and a learner that is also a voter. */
 static bool conf_is_well_formed(const fl_raft_conf *conf) {
+  if (conf->voter_count > FL_RAFT_MAX_VOTERS || conf->outgoing_count > FL_RAFT_MAX_VOTERS ||
+      conf->learner_count > FL_RAFT_MAX_LEARNERS || conf->auto_leave > 1) {
+    return false;
+  }
   for (uint32_t i = 0; i < conf->voter_count; i++) {
     if (conf->voters[i] == 0 || list_contains(conf->voters, i, conf->voters[i])) {
       return false;
@@ -155,6 +159,10 @@ static bool conf_is_well_formed(const fl_raft_conf *conf) {
     }
   }
   return true;
+}
+
+bool fl_raft_conf_is_valid(const fl_raft_conf *conf) {
+  return conf_is_well_formed(conf);
 }
 
 int fl_raft_conf_decode(const uint8_t *data, size_t length, fl_raft_conf *out) {

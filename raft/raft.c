@@ -152,7 +152,8 @@ static int restore_state(fl_raft *r, const fl_raft_restore *restore) {
     return rc;
   }
   const fl_raft_hard_state *hs = &restore->hard_state;
-  if (hs->commit > r->last_index || hs->term < fl_raft_last_term(r)) {
+  if (hs->commit > r->last_index || hs->term < fl_raft_last_term(r) ||
+      !fl_raft_conf_is_valid(&restore->snapshot.conf)) {
     return FL_RAFT_E_INVALID;
   }
   if (restore->applied < restore->snapshot.index || restore->applied > r->last_index) {

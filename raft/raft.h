@@ -97,6 +97,8 @@ typedef struct fl_raft_conf {
   uint64_t learners[FL_RAFT_MAX_LEARNERS];
 } fl_raft_conf;
 
+/* Counts within bounds, no zero or duplicate ids, learners not voters. */
+bool fl_raft_conf_is_valid(const fl_raft_conf *conf);
 bool fl_raft_conf_is_joint(const fl_raft_conf *conf);
 bool fl_raft_conf_has_voter(const fl_raft_conf *conf, uint64_t node);
 bool fl_raft_conf_has_learner(const fl_raft_conf *conf, uint64_t node);

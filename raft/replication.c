@@ -220,6 +220,9 @@ void fl_raft_handle_heartbeat(fl_raft *r, const fl_raft_message *m) {
 
 void fl_raft_handle_snapshot(fl_raft *r, const fl_raft_message *m) {
   const fl_raft_snapshot_meta *meta = &m->snapshot;
+  if (!fl_raft_conf_is_valid(&meta->conf) || meta->term > m->term) {
+    return;
+  }
   if (meta->index <= r->commit) {
     respond_append(r, m->from, r->commit);
     return;
@@ -276,15 +279,15 @@ void fl_raft_handle_append_response(fl_raft *r, const fl_raft_message *m) {
     handle_append_rejection(r, p, m);
     return;
   }
-  bool was_paused = fl_raft_progress_is_paused(r, p);
-  if (!fl_raft_progress_maybe_update(p, m->index)) {
+  bool updated = fl_raft_progress_maybe_update(p, m->index);
+  /* A probe acknowledged at the current match also proves the match. */
+  bool probe_confirmed = p->state == FL_PROGRESS_PROBE && p->match == m->index;
+  if (!updated && !probe_confirmed) {
     return;
   }
   advance_state_on_ack(r, p);
   if (fl_raft_maybe_commit(r)) {
     fl_raft_broadcast_append(r);
-  } else if (was_paused) {
-    fl_raft_send_append(r, p, false);
   }
   /* Pipeline: keep the window full. */
   while (fl_raft_send_append(r, p, false)) {
