@@ -222,3 +222,9 @@ void fl_raft_inflights_free_to(fl_raft_inflights *in, uint32_t capacity, uint64_
     in->count--;
   }
 }
+
+void fl_raft_inflights_free_first(fl_raft_inflights *in, uint32_t capacity) {
+  if (in->count > 0) {
+    fl_raft_inflights_free_to(in, capacity, in->ring[in->start].last_index);
+  }
+}

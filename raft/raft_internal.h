@@ -192,6 +192,7 @@ bool fl_raft_progress_maybe_decrease(fl_raft_progress *p, uint64_t rejected, uin
 bool fl_raft_progress_is_paused(const fl_raft *r, const fl_raft_progress *p);
 void fl_raft_progress_sent(fl_raft *r, fl_raft_progress *p, uint64_t last_index, uint64_t bytes);
 void fl_raft_inflights_free_to(fl_raft_inflights *in, uint32_t capacity, uint64_t index);
+void fl_raft_inflights_free_first(fl_raft_inflights *in, uint32_t capacity);
 
 /* election.c */
 void fl_raft_become_follower(fl_raft *r, uint64_t term, uint64_t leader);

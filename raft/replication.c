@@ -302,8 +302,17 @@ void fl_raft_handle_heartbeat_response(fl_raft *r, const fl_raft_message *m) {
   }
   p->recent_active = true;
   p->probe_sent = false;
+  /*
+   * A full window after a heartbeat round trip means appends were lost:
+   * free one slot so the next append (with its gap) draws a rejection,
+   * which sends the follower back to probing.
+   */
+  if (p->state == FL_PROGRESS_REPLICATE && fl_raft_progress_is_paused(r, p)) {
+    fl_raft_inflights_free_first(&p->inflights, r->options->max_inflight_messages);
+  }
   if (p->match < r->last_index) {
-    fl_raft_send_append(r, p, false);
+    /* Even with nothing new past next: the empty append probes the match. */
+    fl_raft_send_append(r, p, true);
   }
   if (m->context > p->read_round) {
     p->read_round = fl_min_u64(m->context, r->read_round_sent);
