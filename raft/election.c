@@ -52,6 +52,8 @@ static void reset_role_state(fl_raft *r, uint64_t term) {
   r->uncommitted_bytes = 0;
   r->committed_in_term = false;
   r->auto_leave_due = false;
+  r->lease_revoked = false;
+  r->fresh_start = false;
 }
 
 void fl_raft_become_follower(fl_raft *r, uint64_t term, uint64_t leader) {
@@ -212,6 +214,9 @@ void fl_raft_tick_election(fl_raft *r) {
     return;
   }
   r->election_elapsed++;
+  if (r->election_elapsed >= r->options->election_ticks) {
+    r->fresh_start = false;
+  }
   if (r->election_elapsed >= r->randomized_election_timeout && fl_raft_is_promotable(r)) {
     r->election_elapsed = 0;
     fl_raft_start_campaign(r, r->options->pre_vote, false);

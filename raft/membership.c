@@ -135,8 +135,9 @@ void fl_raft_abort_transfer(fl_raft *r) {
 }
 
 static void send_timeout_now(fl_raft *r, uint64_t node) {
-  fl_raft_message *m = fl_raft_new_message(r, FL_RAFT_MSG_TIMEOUT_NOW, node);
-  (void)m;
+  if (fl_raft_new_message(r, FL_RAFT_MSG_TIMEOUT_NOW, node) != NULL) {
+    r->lease_revoked = true;
+  }
 }
 
 int fl_raft_transfer_leader(fl_raft *r, uint64_t target) {

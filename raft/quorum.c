@@ -95,6 +95,33 @@ fl_vote_result fl_raft_vote_result(const fl_raft *r) {
   return FL_VOTE_PENDING;
 }
 
+static uint64_t lease_tick_of(const fl_raft *r, uint64_t node) {
+  if (node == r->id) {
+    return r->tick_count;
+  }
+  for (uint32_t i = 0; i < r->progress_count; i++) {
+    if (r->progress[i].node == node) {
+      return r->progress[i].lease_tick;
+    }
+  }
+  return 0;
+}
+
+/*
+ * A follower that received a heartbeat sent at leader tick t refuses votes
+ * for election_ticks of its own ticks after it. So once a quorum echoed
+ * heartbeats sent at or after t, no other leader can exist before tick
+ * t + election_ticks (one tick of margin for tick skew). Void after a
+ * TIMEOUT_NOW: the target's forced votes ignore leases.
+ */
+bool fl_raft_lease_valid(const fl_raft *r) {
+  if (r->lease_revoked || !r->options->check_quorum) {
+    return false;
+  }
+  uint64_t confirmed = fl_raft_quorum_index(r, lease_tick_of);
+  return confirmed != UINT64_MAX && confirmed + r->options->election_ticks > r->tick_count + 1;
+}
+
 static uint64_t active_of(const fl_raft *r, uint64_t node) {
   if (node == r->id) {
     return 1;

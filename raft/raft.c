@@ -193,6 +193,8 @@ fl_raft *fl_raft_create(uint64_t self, const fl_raft_options *options,
     return NULL;
   }
   r->role = FL_RAFT_FOLLOWER;
+  /* We may have acknowledged a leader just before stopping: keep its lease. */
+  r->fresh_start = true;
   fl_raft_reset_election_timeout(r);
   return r;
 }
@@ -320,6 +322,7 @@ void fl_raft_attach_entries(fl_raft *r, uint32_t first, uint32_t count) {
 
 void fl_raft_tick(fl_raft *r) {
   assert(!r->update_outstanding);
+  r->tick_count++;
   fl_raft_tick_election(r);
 }
 

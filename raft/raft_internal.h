@@ -40,6 +40,7 @@ typedef struct fl_raft_progress {
   uint64_t next;
   uint64_t pending_snapshot;
   uint64_t read_round; /* highest read-index round this member confirmed */
+  uint64_t lease_tick; /* leader tick of the newest heartbeat it echoed */
   uint8_t state;
   bool probe_sent;
   bool recent_active;
@@ -91,9 +92,12 @@ struct fl_raft {
   bool update_outstanding; /* between get_update and advance */
   bool committed_in_term;  /* leader committed an entry of its term */
   bool auto_leave_due;
+  bool lease_revoked; /* a TIMEOUT_NOW left: another leader may appear */
+  bool fresh_start;   /* restarted: honour any lease we may have granted */
   uint32_t election_elapsed;
   uint32_t heartbeat_elapsed;
   uint32_t randomized_election_timeout;
+  uint64_t tick_count; /* ticks since creation: the leader lease clock */
 
   /* log */
   uint64_t first_index;   /* snapshot index + 1 */
@@ -163,6 +167,7 @@ uint64_t fl_raft_quorum_index(const fl_raft *r, uint64_t (*value)(const fl_raft 
 fl_vote_result fl_raft_vote_result(const fl_raft *r);
 uint64_t fl_raft_match_of(const fl_raft *r, uint64_t node);
 uint64_t fl_raft_read_round_of(const fl_raft *r, uint64_t node);
+bool fl_raft_lease_valid(const fl_raft *r);
 bool fl_raft_quorum_active(const fl_raft *r);
 
 /* log.c */

@@ -9,8 +9,10 @@
  * which a heartbeat round acknowledged by a quorum proves. Reads are batched
  * into rounds: a round in flight collects every read that arrives meanwhile,
  * so a burst of reads costs one heartbeat broadcast, not one each.
- * With lease_read (and check_quorum) the leader answers at once, trusting
- * that no other leader can exist within its election timeout.
+ * With lease_read (and check_quorum) the leader answers at once while its
+ * lease holds: a quorum echoed a heartbeat sent less than an election timeout
+ * ago (see fl_raft_lease_valid), so no other leader can exist yet. After a
+ * TIMEOUT_NOW the lease is void and reads take the round again.
  * Reads asked on a follower travel to the leader as READ_INDEX and come back
  * as READ_INDEX_RESP; all pending reads are dropped when leadership changes
  * (callers retry).
@@ -91,7 +93,7 @@ void fl_raft_assign_waiting_reads(fl_raft *r) {
 }
 
 int fl_raft_register_read(fl_raft *r, uint64_t context, uint64_t from) {
-  if (r->committed_in_term && r->options->lease_read && r->options->check_quorum) {
+  if (r->committed_in_term && r->options->lease_read && fl_raft_lease_valid(r)) {
     fl_raft_pending_read read = {.context = context, .from = from, .index = r->commit};
     answer_read(r, &read);
     return 0;

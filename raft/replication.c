@@ -119,6 +119,7 @@ void fl_raft_broadcast_heartbeat(fl_raft *r) {
     /* Never tell a follower to commit past what it is known to hold. */
     m->commit = fl_min_u64(p->match, r->commit);
     m->context = r->read_round_sent;
+    m->index = r->tick_count; /* echoed back: extends the lease */
   }
 }
 
@@ -215,6 +216,7 @@ void fl_raft_handle_heartbeat(fl_raft *r, const fl_raft_message *m) {
   fl_raft_message *resp = fl_raft_new_message(r, FL_RAFT_MSG_HEARTBEAT_RESP, m->from);
   if (resp != NULL) {
     resp->context = m->context;
+    resp->index = m->index;
   }
 }
 
@@ -314,6 +316,7 @@ void fl_raft_handle_heartbeat_response(fl_raft *r, const fl_raft_message *m) {
     /* Even with nothing new past next: the empty append probes the match. */
     fl_raft_send_append(r, p, true);
   }
+  p->lease_tick = fl_max_u64(p->lease_tick, fl_min_u64(m->index, r->tick_count));
   if (m->context > p->read_round) {
     p->read_round = fl_min_u64(m->context, r->read_round_sent);
     fl_raft_release_reads(r);

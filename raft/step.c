@@ -13,7 +13,7 @@
 #include "raft/raft_internal.h"
 
 static bool in_leader_lease(const fl_raft *r) {
-  return r->options->check_quorum && r->leader != 0 &&
+  return r->options->check_quorum && (r->leader != 0 || r->fresh_start) &&
          r->election_elapsed < r->options->election_ticks;
 }
 
