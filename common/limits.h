@@ -7,10 +7,11 @@
 #define FLOTILLA_LIMITS_H
 
 /* Voters per configuration (incoming and outgoing each). Groups replicate on
- * 3-7 nodes; 9 leaves room for a 7-node group to swap two members. */
-#define FL_RAFT_MAX_VOTERS 9
+ * 3-7 nodes. The configuration is stored in every group, so these bounds are
+ * part of the per-group memory budget. */
+#define FL_RAFT_MAX_VOTERS 7
 /* Learners per configuration: catching-up replicas and read replicas. */
-#define FL_RAFT_MAX_LEARNERS 7
+#define FL_RAFT_MAX_LEARNERS 5
 /* Distinct members a leader tracks: incoming, outgoing and learners. */
 #define FL_RAFT_MAX_MEMBERS (2 * FL_RAFT_MAX_VOTERS + FL_RAFT_MAX_LEARNERS)
 

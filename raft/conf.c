@@ -89,7 +89,7 @@ bool fl_raft_conf_equal(const fl_raft_conf *a, const fl_raft_conf *b) {
 }
 
 bool fl_raft_is_promotable(const fl_raft *r) {
-  return fl_raft_conf_has_voter(r->conf, r->id) && r->pending_snapshot == NULL;
+  return fl_raft_conf_has_voter(&r->conf, r->id) && r->pending_snapshot == NULL;
 }
 
 size_t fl_raft_conf_encoded_size(const fl_raft_conf *conf) {

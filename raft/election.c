@@ -42,6 +42,7 @@ static void reset_role_state(fl_raft *r, uint64_t term) {
     r->vote = 0;
   }
   r->leader = 0;
+  r->soft_state_dirty = true;
   r->election_elapsed = 0;
   r->heartbeat_elapsed = 0;
   fl_raft_reset_election_timeout(r);
@@ -93,7 +94,7 @@ static uint32_t voting_members(const fl_raft_conf *c, uint64_t *out) {
 
 static void send_vote_requests(fl_raft *r, uint32_t type, uint64_t term, bool forced) {
   uint64_t voters[2 * FL_RAFT_MAX_VOTERS];
-  uint32_t count = voting_members(r->conf, voters);
+  uint32_t count = voting_members(&r->conf, voters);
   for (uint32_t i = 0; i < count; i++) {
     if (voters[i] == r->id) {
       continue;
@@ -167,6 +168,7 @@ void fl_raft_become_leader(fl_raft *r) {
   release_votes(r);
   r->role = FL_RAFT_LEADER;
   r->leader = r->id;
+  r->soft_state_dirty = true;
   if (fl_raft_progress_reset(r) != 0) {
     fl_raft_become_follower(r, r->term, 0);
     return;

@@ -18,7 +18,7 @@ void fl_raft_get_status(const fl_raft *r, fl_raft_status *status) {
   status->last_index = r->last_index;
   status->stable_index = r->stable_index;
   status->lead_transferee = r->lead_transferee;
-  status->conf = *r->conf;
+  status->conf = r->conf;
 }
 
 bool fl_raft_peer_match(const fl_raft *r, uint64_t node, uint64_t *match, uint64_t *next) {
@@ -93,7 +93,7 @@ static bool check_role(const fl_raft *r, const char **broken) {
     CHECK(r->leader == r->id);
     CHECK(r->vote == r->id);
     CHECK(r->progress != NULL);
-    CHECK(fl_raft_conf_has_voter(r->conf, r->id));
+    CHECK(fl_raft_conf_has_voter(&r->conf, r->id));
   } else {
     CHECK(r->progress == NULL);
     CHECK(r->lead_transferee == 0);

@@ -28,9 +28,13 @@ static int runs_reserve(fl_raft *r, uint32_t need) {
   while (capacity < need) {
     capacity *= 2;
   }
-  fl_raft_term_run *runs = realloc(r->term_runs, capacity * sizeof(*runs));
+  bool was_inline = r->term_runs == &r->inline_run;
+  fl_raft_term_run *runs = realloc(was_inline ? NULL : r->term_runs, capacity * sizeof(*runs));
   if (runs == NULL) {
     return FL_RAFT_E_NOMEM;
+  }
+  if (was_inline) {
+    runs[0] = r->inline_run;
   }
   r->term_runs = runs;
   r->term_run_capacity = capacity;

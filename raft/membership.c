@@ -57,15 +57,18 @@ static int check_can_change(const fl_raft *r) {
 int fl_raft_propose_change(fl_raft *r, const fl_raft_change *changes, uint32_t count,
                            bool auto_leave) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return FL_RAFT_E_NOMEM;
+  }
   int rc = check_can_change(r);
   if (rc != 0) {
     return rc;
   }
-  if (fl_raft_conf_is_joint(r->conf)) {
+  if (fl_raft_conf_is_joint(&r->conf)) {
     return FL_RAFT_E_CONF_PENDING; /* leave the joint configuration first */
   }
   fl_raft_conf next;
-  rc = fl_raft_conf_apply_changes(r->conf, changes, count, auto_leave, &next);
+  rc = fl_raft_conf_apply_changes(&r->conf, changes, count, auto_leave, &next);
   if (rc != 0) {
     return rc;
   }
@@ -74,15 +77,18 @@ int fl_raft_propose_change(fl_raft *r, const fl_raft_change *changes, uint32_t c
 
 int fl_raft_propose_leave_joint(fl_raft *r) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return FL_RAFT_E_NOMEM;
+  }
   int rc = check_can_change(r);
   if (rc != 0) {
     return rc;
   }
-  if (!fl_raft_conf_is_joint(r->conf)) {
+  if (!fl_raft_conf_is_joint(&r->conf)) {
     return FL_RAFT_E_INVALID;
   }
   fl_raft_conf next;
-  fl_raft_conf_leave_joint(r->conf, &next);
+  fl_raft_conf_leave_joint(&r->conf, &next);
   return propose_conf(r, &next);
 }
 
@@ -91,10 +97,10 @@ void fl_raft_maybe_auto_leave(fl_raft *r) {
     return;
   }
   r->auto_leave_due = false;
-  if (r->role == FL_RAFT_LEADER && fl_raft_conf_is_joint(r->conf) && r->conf->auto_leave &&
+  if (r->role == FL_RAFT_LEADER && fl_raft_conf_is_joint(&r->conf) && r->conf.auto_leave &&
       r->pending_conf_index <= r->applied) {
     fl_raft_conf next;
-    fl_raft_conf_leave_joint(r->conf, &next);
+    fl_raft_conf_leave_joint(&r->conf, &next);
     if (propose_conf(r, &next) != 0) {
       r->auto_leave_due = true; /* retry at the next advance */
     }
@@ -107,11 +113,11 @@ void fl_raft_apply_conf_entry(fl_raft *r, const fl_raft_entry *entry) {
   if (fl_raft_conf_decode(entry->data, entry->length, &next) != 0) {
     return; /* only a corrupt log gets here; the entry stays inert */
   }
-  *r->conf = next;
+  r->conf = next;
   if (r->role != FL_RAFT_LEADER) {
     return;
   }
-  if (!fl_raft_conf_has_voter(r->conf, r->id)) {
+  if (!fl_raft_conf_has_voter(&r->conf, r->id)) {
     fl_raft_become_follower(r, r->term, 0);
     return;
   }
@@ -119,10 +125,10 @@ void fl_raft_apply_conf_entry(fl_raft *r, const fl_raft_entry *entry) {
     fl_raft_become_follower(r, r->term, 0);
     return;
   }
-  if (r->lead_transferee != 0 && !fl_raft_conf_has_voter(r->conf, r->lead_transferee)) {
+  if (r->lead_transferee != 0 && !fl_raft_conf_has_voter(&r->conf, r->lead_transferee)) {
     fl_raft_abort_transfer(r);
   }
-  if (fl_raft_conf_is_joint(r->conf) && r->conf->auto_leave) {
+  if (fl_raft_conf_is_joint(&r->conf) && r->conf.auto_leave) {
     r->auto_leave_due = true;
   }
   if (fl_raft_maybe_commit(r)) {
@@ -142,6 +148,9 @@ static void send_timeout_now(fl_raft *r, uint64_t node) {
 
 int fl_raft_transfer_leader(fl_raft *r, uint64_t target) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return FL_RAFT_E_NOMEM;
+  }
   if (r->role != FL_RAFT_LEADER) {
     return FL_RAFT_E_NOT_LEADER;
   }
@@ -150,8 +159,8 @@ int fl_raft_transfer_leader(fl_raft *r, uint64_t target) {
     return 0;
   }
   bool incoming_voter = false;
-  for (uint32_t i = 0; i < r->conf->voter_count; i++) {
-    incoming_voter = incoming_voter || r->conf->voters[i] == target;
+  for (uint32_t i = 0; i < r->conf.voter_count; i++) {
+    incoming_voter = incoming_voter || r->conf.voters[i] == target;
   }
   fl_raft_progress *p = fl_raft_progress_find(r, target);
   if (!incoming_voter || p == NULL) {

@@ -167,7 +167,7 @@ static int restore_state(fl_raft *r, const fl_raft_restore *restore) {
   r->last_written = (fl_raft_hard_state){r->term, r->vote, r->commit};
   r->durable_term = r->term;
   r->durable_vote = r->vote;
-  *r->conf = restore->snapshot.conf;
+  r->conf = restore->snapshot.conf;
   return 0;
 }
 
@@ -183,30 +183,56 @@ fl_raft *fl_raft_create(uint64_t self, const fl_raft_options *options,
   if (r == NULL) {
     return NULL;
   }
-  r->conf = calloc(1, sizeof(*r->conf));
   r->id = self;
+  r->term_runs = &r->inline_run;
+  r->term_run_capacity = 1;
   r->options = options;
   r->storage = storage;
   r->random_state = seed ^ (self * 0x9e3779b97f4a7c15ULL);
-  if (r->conf == NULL || restore_state(r, restore) != 0) {
+  if (restore_state(r, restore) != 0) {
     fl_raft_destroy(r);
     return NULL;
   }
   r->role = FL_RAFT_FOLLOWER;
-  /* We may have acknowledged a leader just before stopping: keep its lease. */
-  r->fresh_start = true;
+  /* We may have acknowledged a leader just before stopping: keep its lease.
+   * A group that never saw a term has granted nothing. */
+  r->fresh_start = r->term > 0;
   fl_raft_reset_election_timeout(r);
   return r;
 }
 
-static void release_update_buffers(fl_raft *r) {
-  fl_raft_vector_release(&r->messages);
-  fl_raft_vector_release(&r->message_firsts);
-  fl_raft_vector_release(&r->after_write);
-  fl_raft_vector_release(&r->after_write_firsts);
-  fl_raft_vector_release(&r->entry_pool);
-  fl_raft_vector_release(&r->committed);
-  fl_raft_vector_release(&r->read_states);
+int fl_raft_outbox_ensure(fl_raft *r) {
+  if (r->outbox == NULL) {
+    r->outbox = calloc(1, sizeof(*r->outbox));
+  }
+  return r->outbox != NULL ? 0 : FL_RAFT_E_NOMEM;
+}
+
+static bool outbox_is_empty(const fl_raft_outbox *outbox) {
+  return outbox->messages.count == 0 && outbox->after_write.count == 0 &&
+         outbox->committed.count == 0 && outbox->read_states.count == 0;
+}
+
+static void release_outbox(fl_raft *r) {
+  fl_raft_outbox *outbox = r->outbox;
+  if (outbox == NULL) {
+    return;
+  }
+  fl_raft_vector_release(&outbox->messages);
+  fl_raft_vector_release(&outbox->message_firsts);
+  fl_raft_vector_release(&outbox->after_write);
+  fl_raft_vector_release(&outbox->after_write_firsts);
+  fl_raft_vector_release(&outbox->entry_pool);
+  fl_raft_vector_release(&outbox->committed);
+  fl_raft_vector_release(&outbox->read_states);
+  free(outbox);
+  r->outbox = NULL;
+}
+
+static void release_term_runs(fl_raft *r) {
+  if (r->term_runs != &r->inline_run) {
+    free(r->term_runs);
+  }
 }
 
 void fl_raft_destroy(fl_raft *r) {
@@ -215,14 +241,13 @@ void fl_raft_destroy(fl_raft *r) {
   }
   fl_raft_progress_release(r);
   free(r->votes);
-  free(r->term_runs);
+  release_term_runs(r);
   free(r->pending_snapshot);
-  free(r->conf);
   free(r->conf_buffer);
   fl_raft_vector_release(&r->unstable);
   fl_raft_vector_release(&r->writes);
   fl_raft_vector_release(&r->reads);
-  release_update_buffers(r);
+  release_outbox(r);
   free(r);
 }
 
@@ -230,9 +255,8 @@ void fl_raft_shrink(fl_raft *r) {
   if (r->update_outstanding) {
     return;
   }
-  if (r->messages.count == 0 && r->after_write.count == 0 && r->committed.count == 0 &&
-      r->read_states.count == 0) {
-    release_update_buffers(r);
+  if (r->outbox != NULL && outbox_is_empty(r->outbox)) {
+    release_outbox(r);
   }
   if (r->unstable.count == 0) {
     fl_raft_vector_release(&r->unstable);
@@ -247,20 +271,39 @@ void fl_raft_shrink(fl_raft *r) {
     free(r->conf_buffer);
     r->conf_buffer = NULL;
   }
+  if (r->term_run_count <= 1 && r->term_runs != &r->inline_run) {
+    if (r->term_run_count == 1) {
+      r->inline_run = r->term_runs[0];
+    }
+    free(r->term_runs);
+    r->term_runs = &r->inline_run;
+    r->term_run_capacity = 1;
+  }
+}
+
+static size_t outbox_bytes(const fl_raft_outbox *outbox) {
+  if (outbox == NULL) {
+    return 0;
+  }
+  size_t bytes = sizeof(*outbox);
+  bytes += outbox->messages.capacity * sizeof(fl_raft_message);
+  bytes += outbox->after_write.capacity * sizeof(fl_raft_message);
+  bytes +=
+      (outbox->message_firsts.capacity + outbox->after_write_firsts.capacity) * sizeof(uint32_t);
+  bytes += outbox->entry_pool.capacity * sizeof(fl_raft_entry);
+  bytes += outbox->committed.capacity * sizeof(fl_raft_entry);
+  bytes += outbox->read_states.capacity * sizeof(fl_raft_read_state);
+  return bytes;
 }
 
 size_t fl_raft_memory_bytes(const fl_raft *r) {
-  size_t bytes = sizeof(*r) + sizeof(*r->conf);
-  bytes += r->term_run_capacity * sizeof(fl_raft_term_run);
+  size_t bytes = sizeof(*r) + outbox_bytes(r->outbox);
+  if (r->term_runs != &r->inline_run) {
+    bytes += r->term_run_capacity * sizeof(fl_raft_term_run);
+  }
   bytes += r->unstable.capacity * sizeof(fl_raft_entry);
   bytes += r->writes.capacity * sizeof(fl_raft_write);
   bytes += r->reads.capacity * sizeof(fl_raft_pending_read);
-  bytes += r->messages.capacity * sizeof(fl_raft_message);
-  bytes += r->after_write.capacity * sizeof(fl_raft_message);
-  bytes += (r->message_firsts.capacity + r->after_write_firsts.capacity) * sizeof(uint32_t);
-  bytes += r->entry_pool.capacity * sizeof(fl_raft_entry);
-  bytes += r->committed.capacity * sizeof(fl_raft_entry);
-  bytes += r->read_states.capacity * sizeof(fl_raft_read_state);
   bytes += r->progress_count * sizeof(fl_raft_progress);
   for (uint32_t i = 0; i < r->progress_count; i++) {
     if (r->progress[i].inflights.ring != NULL) {
@@ -294,40 +337,48 @@ static fl_raft_message *push_message(fl_raft *r, fl_raft_vector *list, fl_raft_v
 }
 
 fl_raft_message *fl_raft_new_message(fl_raft *r, uint32_t type, uint64_t to) {
-  return push_message(r, &r->messages, &r->message_firsts, type, to);
+  return push_message(r, &r->outbox->messages, &r->outbox->message_firsts, type, to);
 }
 
 /* Responses that promise durable state leave only after the write. */
 fl_raft_message *fl_raft_new_response(fl_raft *r, uint32_t type, uint64_t to) {
-  return push_message(r, &r->after_write, &r->after_write_firsts, type, to);
+  return push_message(r, &r->outbox->after_write, &r->outbox->after_write_firsts, type, to);
 }
 
 fl_raft_entry *fl_raft_message_entries(fl_raft *r, uint32_t capacity) {
   /* Bounded by messages x entries per message, both bounded. */
-  if (fl_raft_vector_reserve(&r->entry_pool, sizeof(fl_raft_entry),
-                             r->entry_pool.count + capacity) != 0) {
+  if (fl_raft_vector_reserve(&r->outbox->entry_pool, sizeof(fl_raft_entry),
+                             r->outbox->entry_pool.count + capacity) != 0) {
     return NULL;
   }
-  return (fl_raft_entry *)r->entry_pool.items + r->entry_pool.count;
+  return (fl_raft_entry *)r->outbox->entry_pool.items + r->outbox->entry_pool.count;
 }
 
 void fl_raft_attach_entries(fl_raft *r, uint32_t first, uint32_t count) {
-  assert(r->messages.count > 0);
-  fl_raft_message *m = &FL_VECTOR_AT(&r->messages, fl_raft_message, r->messages.count - 1);
+  assert(r->outbox->messages.count > 0);
+  fl_raft_message *m =
+      &FL_VECTOR_AT(&r->outbox->messages, fl_raft_message, r->outbox->messages.count - 1);
   m->entry_count = count;
-  FL_VECTOR_AT(&r->message_firsts, uint32_t, r->messages.count - 1) = count ? first : UINT32_MAX;
+  FL_VECTOR_AT(&r->outbox->message_firsts, uint32_t, r->outbox->messages.count - 1) =
+      count ? first : UINT32_MAX;
 }
 
 /* ---- inputs ----------------------------------------------------------------- */
 
 void fl_raft_tick(fl_raft *r) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return;
+  }
   r->tick_count++;
   fl_raft_tick_election(r);
 }
 
 void fl_raft_campaign(fl_raft *r) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return;
+  }
   if (r->role != FL_RAFT_LEADER) {
     fl_raft_start_campaign(r, r->options->pre_vote, false);
   }
@@ -336,6 +387,9 @@ void fl_raft_campaign(fl_raft *r) {
 int fl_raft_propose(fl_raft *r, const uint8_t *const *data, const uint32_t *lengths,
                     uint32_t count) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return FL_RAFT_E_NOMEM;
+  }
   if (r->role != FL_RAFT_LEADER) {
     return FL_RAFT_E_NOT_LEADER;
   }
@@ -369,6 +423,9 @@ int fl_raft_propose(fl_raft *r, const uint8_t *const *data, const uint32_t *leng
 /* The completion of write `id` and of every write before it. */
 void fl_raft_persisted(fl_raft *r, uint64_t write_id) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return;
+  }
   fl_raft_write *writes = r->writes.items;
   uint32_t done = 0;
   while (done < r->writes.count && writes[done].id <= write_id) {
@@ -421,6 +478,9 @@ int fl_raft_compact(fl_raft *r, uint64_t index) {
 
 void fl_raft_report_unreachable(fl_raft *r, uint64_t node) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return;
+  }
   fl_raft_progress *p = r->role == FL_RAFT_LEADER ? fl_raft_progress_find(r, node) : NULL;
   if (p != NULL && p->state == FL_PROGRESS_REPLICATE) {
     fl_raft_progress_become_probe(p);
@@ -429,6 +489,9 @@ void fl_raft_report_unreachable(fl_raft *r, uint64_t node) {
 
 void fl_raft_report_snapshot(fl_raft *r, uint64_t node, bool success) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return;
+  }
   fl_raft_progress *p = r->role == FL_RAFT_LEADER ? fl_raft_progress_find(r, node) : NULL;
   if (p == NULL || p->state != FL_PROGRESS_SNAPSHOT) {
     return;

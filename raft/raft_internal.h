@@ -75,6 +75,17 @@ typedef struct fl_raft_vector {
   uint32_t capacity;
 } fl_raft_vector;
 
+/* Buffers of the update being built: allocated while a group is busy. */
+typedef struct fl_raft_outbox {
+  fl_raft_vector messages;       /* fl_raft_message */
+  fl_raft_vector message_firsts; /* uint32_t: first pool entry of each message */
+  fl_raft_vector after_write;    /* fl_raft_message */
+  fl_raft_vector after_write_firsts;
+  fl_raft_vector entry_pool; /* fl_raft_entry referenced by messages */
+  fl_raft_vector committed;  /* fl_raft_entry */
+  fl_raft_vector read_states;
+} fl_raft_outbox;
+
 struct fl_raft {
   uint64_t id;
   const fl_raft_options *options;
@@ -87,16 +98,17 @@ struct fl_raft {
   uint64_t commit;
   uint64_t leader;
   uint8_t role;
-  uint8_t reported_role; /* soft state the driver last saw */
-  uint64_t reported_leader;
+  bool soft_state_dirty;   /* role or leader changed since the last update */
   bool update_outstanding; /* between get_update and advance */
   bool committed_in_term;  /* leader committed an entry of its term */
   bool auto_leave_due;
   bool lease_revoked; /* a TIMEOUT_NOW left: another leader may appear */
   bool fresh_start;   /* restarted: honour any lease we may have granted */
+  uint8_t vote_count; /* bounded by FL_RAFT_MAX_MEMBERS */
   uint32_t election_elapsed;
   uint32_t heartbeat_elapsed;
   uint32_t randomized_election_timeout;
+  uint32_t progress_count;
   uint64_t tick_count; /* ticks since creation: the leader lease clock */
 
   /* log */
@@ -105,10 +117,11 @@ struct fl_raft {
   uint64_t last_index;
   uint64_t stable_index; /* durable and matching the current log */
   uint64_t applied;
-  uint64_t unstable_first; /* entries from here on are not in storage yet */
-  fl_raft_term_run *term_runs;
+  uint64_t unstable_first;     /* entries from here on are not in storage yet */
+  fl_raft_term_run *term_runs; /* inline_run until a second term appears */
   uint32_t term_run_count;
   uint32_t term_run_capacity;
+  fl_raft_term_run inline_run;
   fl_raft_vector unstable; /* fl_raft_entry */
   fl_raft_snapshot_meta *pending_snapshot;
 
@@ -120,34 +133,27 @@ struct fl_raft {
   fl_raft_vector writes; /* fl_raft_write, oldest first */
 
   /* configuration */
-  fl_raft_conf *conf;
+  fl_raft_conf conf;
   uint64_t pending_conf_index;
   uint8_t *conf_buffer;
 
   /* leader and candidate state */
   fl_raft_progress *progress;
-  uint32_t progress_count;
   fl_raft_vote *votes;
-  uint32_t vote_count;
   uint64_t lead_transferee;
   uint64_t uncommitted_bytes;
   uint64_t read_round_sent;
   fl_raft_vector reads; /* fl_raft_pending_read */
 
-  /* the update being built */
-  fl_raft_vector messages;       /* fl_raft_message */
-  fl_raft_vector message_firsts; /* uint32_t: first pool entry of each message */
-  fl_raft_vector after_write;    /* fl_raft_message */
-  fl_raft_vector after_write_firsts;
-  fl_raft_vector entry_pool; /* fl_raft_entry referenced by messages */
-  fl_raft_vector committed;  /* fl_raft_entry */
-  fl_raft_vector read_states;
+  /* the update being built; NULL while idle (see fl_raft_shrink) */
+  fl_raft_outbox *outbox;
 };
 
 /* vector.c-like helpers (raft.c) */
 void *fl_raft_vector_push(fl_raft_vector *vector, size_t item_size, uint32_t bound);
 void fl_raft_vector_release(fl_raft_vector *vector);
 int fl_raft_vector_reserve(fl_raft_vector *vector, size_t item_size, uint32_t need);
+_Static_assert(FL_RAFT_MAX_MEMBERS <= UINT8_MAX, "vote_count is a byte");
 #define FL_VECTOR_AT(vector, type, i) (((type *)(vector)->items)[i])
 
 /* random (raft.c) */
@@ -239,6 +245,8 @@ void fl_raft_drop_reads(fl_raft *r);
 int fl_raft_emit_read_state(fl_raft *r, uint64_t context, uint64_t index);
 
 /* outbox (raft.c) */
+/* Makes sure the outbox exists; every input calls it first. */
+int fl_raft_outbox_ensure(fl_raft *r);
 fl_raft_message *fl_raft_new_message(fl_raft *r, uint32_t type, uint64_t to);
 fl_raft_message *fl_raft_new_response(fl_raft *r, uint32_t type, uint64_t to);
 /* Reserves room for `capacity` entries at the end of the entry pool. */

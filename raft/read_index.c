@@ -23,7 +23,7 @@
 
 int fl_raft_emit_read_state(fl_raft *r, uint64_t context, uint64_t index) {
   fl_raft_read_state *state =
-      fl_raft_vector_push(&r->read_states, sizeof(*state), FL_RAFT_MAX_PENDING_READS);
+      fl_raft_vector_push(&r->outbox->read_states, sizeof(*state), FL_RAFT_MAX_PENDING_READS);
   if (state == NULL) {
     return FL_RAFT_E_BUSY;
   }
@@ -113,6 +113,9 @@ int fl_raft_register_read(fl_raft *r, uint64_t context, uint64_t from) {
 
 int fl_raft_read_index(fl_raft *r, uint64_t context) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return FL_RAFT_E_NOMEM;
+  }
   if (r->role == FL_RAFT_LEADER) {
     return fl_raft_register_read(r, context, r->id);
   }

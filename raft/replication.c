@@ -68,7 +68,7 @@ bool fl_raft_send_append(fl_raft *r, fl_raft_progress *p, bool send_if_empty) {
     return send_snapshot(r, p);
   }
   uint32_t capacity = r->options->max_entries_per_message;
-  uint32_t first = r->entry_pool.count;
+  uint32_t first = r->outbox->entry_pool.count;
   fl_raft_entry *slots = fl_raft_message_entries(r, capacity);
   uint32_t count = 0;
   if (slots == NULL) {
@@ -76,7 +76,7 @@ bool fl_raft_send_append(fl_raft *r, fl_raft_progress *p, bool send_if_empty) {
   }
   int rc = fl_raft_log_entries(r, p->next, p->next + capacity, r->options->max_bytes_per_message,
                                slots, capacity, &count);
-  r->entry_pool.count = first + count;
+  r->outbox->entry_pool.count = first + count;
   if (rc == FL_RAFT_E_COMPACTED) {
     return send_snapshot(r, p);
   }
@@ -85,7 +85,7 @@ bool fl_raft_send_append(fl_raft *r, fl_raft_progress *p, bool send_if_empty) {
   }
   fl_raft_message *m = fl_raft_new_message(r, FL_RAFT_MSG_APPEND, p->node);
   if (m == NULL) {
-    r->entry_pool.count = first;
+    r->outbox->entry_pool.count = first;
     return false;
   }
   m->index = previous;
@@ -242,7 +242,7 @@ void fl_raft_handle_snapshot(fl_raft *r, const fl_raft_message *m) {
     }
   }
   *r->pending_snapshot = *meta;
-  *r->conf = meta->conf;
+  r->conf = meta->conf;
   fl_raft_log_restore(r, meta);
   respond_append(r, m->from, meta->index);
 }

@@ -70,6 +70,7 @@ static void step_leader(fl_raft *r, const fl_raft_message *m) {
 static void step_follower(fl_raft *r, const fl_raft_message *m) {
   if (is_from_leader(m->type)) {
     r->election_elapsed = 0;
+    r->soft_state_dirty = r->soft_state_dirty || r->leader != m->from;
     r->leader = m->from;
   }
   switch (m->type) {
@@ -120,6 +121,9 @@ static bool message_is_valid(const fl_raft *r, const fl_raft_message *m) {
 
 int fl_raft_step(fl_raft *r, const fl_raft_message *m) {
   assert(!r->update_outstanding);
+  if (fl_raft_outbox_ensure(r) != 0) {
+    return FL_RAFT_E_NOMEM;
+  }
   if (!message_is_valid(r, m)) {
     return FL_RAFT_E_INVALID;
   }

@@ -30,9 +30,12 @@ static uint64_t apply_limit(const fl_raft *r) {
 }
 
 bool fl_raft_has_update(const fl_raft *r) {
-  return r->role != r->reported_role || r->leader != r->reported_leader || hard_state_changed(r) ||
-         r->unstable.count > 0 || r->pending_snapshot != NULL || r->messages.count > 0 ||
-         r->after_write.count > 0 || r->read_states.count > 0 || (r->applied < apply_limit(r));
+  const fl_raft_outbox *outbox = r->outbox;
+  bool outbox_busy =
+      outbox != NULL && (outbox->messages.count > 0 || outbox->after_write.count > 0 ||
+                         outbox->read_states.count > 0);
+  return r->soft_state_dirty || hard_state_changed(r) || r->unstable.count > 0 ||
+         r->pending_snapshot != NULL || outbox_busy || r->applied < apply_limit(r);
 }
 
 static void record_write(fl_raft *r, fl_raft_update *u) {
@@ -61,7 +64,7 @@ static void fill_write(fl_raft *r, fl_raft_update *u) {
   u->entries = r->unstable.items;
   u->entry_count = r->unstable.count;
   u->has_write = u->hard_state_changed || u->snapshot != NULL || u->entry_count > 0;
-  if (!u->has_write && r->after_write.count > 0 && r->writes.count > 0) {
+  if (!u->has_write && r->outbox->after_write.count > 0 && r->writes.count > 0) {
     u->has_write = true; /* an ordering barrier behind the writes in flight */
   }
   if (u->has_write) {
@@ -72,7 +75,7 @@ static void fill_write(fl_raft *r, fl_raft_update *u) {
 static void link_entries(fl_raft *r, fl_raft_vector *list, const fl_raft_vector *firsts) {
   fl_raft_message *messages = list->items;
   const uint32_t *first = firsts->items;
-  fl_raft_entry *pool = r->entry_pool.items;
+  fl_raft_entry *pool = r->outbox->entry_pool.items;
   for (uint32_t i = 0; i < list->count; i++) {
     messages[i].entries = first[i] == UINT32_MAX ? NULL : pool + first[i];
   }
@@ -81,48 +84,51 @@ static void link_entries(fl_raft *r, fl_raft_vector *list, const fl_raft_vector 
 /* Committed entries the local disk also holds, bounded in count and bytes. */
 static void fill_committed(fl_raft *r) {
   uint64_t limit = apply_limit(r);
-  r->committed.count = 0;
+  r->outbox->committed.count = 0;
   if (r->pending_snapshot != NULL || r->applied >= limit) {
     return;
   }
   uint32_t capacity = (uint32_t)fl_min_u64(limit - r->applied, FL_RAFT_MAX_APPLY_ENTRIES);
-  if (fl_raft_vector_reserve(&r->committed, sizeof(fl_raft_entry), capacity) != 0) {
+  if (fl_raft_vector_reserve(&r->outbox->committed, sizeof(fl_raft_entry), capacity) != 0) {
     return; /* out of memory: retried at the next update */
   }
   uint32_t count = 0;
   if (fl_raft_log_entries(r, r->applied + 1, limit + 1, r->options->max_apply_bytes,
-                          r->committed.items, capacity, &count) == 0) {
-    r->committed.count = count;
+                          r->outbox->committed.items, capacity, &count) == 0) {
+    r->outbox->committed.count = count;
   }
 }
 
 void fl_raft_get_update(fl_raft *r, fl_raft_update *u) {
   assert(!r->update_outstanding);
   memset(u, 0, sizeof(*u));
+  if (fl_raft_outbox_ensure(r) != 0) {
+    r->update_outstanding = true; /* out of memory: an empty update */
+    return;
+  }
   u->role = (fl_raft_role)r->role;
   u->leader = r->leader;
   u->term = r->term;
-  r->reported_role = r->role;
-  r->reported_leader = r->leader;
+  r->soft_state_dirty = false;
   fill_write(r, u);
-  link_entries(r, &r->messages, &r->message_firsts);
-  link_entries(r, &r->after_write, &r->after_write_firsts);
-  u->messages = r->messages.items;
-  u->message_count = r->messages.count;
-  u->messages_after_write = r->after_write.items;
-  u->message_after_write_count = r->after_write.count;
+  link_entries(r, &r->outbox->messages, &r->outbox->message_firsts);
+  link_entries(r, &r->outbox->after_write, &r->outbox->after_write_firsts);
+  u->messages = r->outbox->messages.items;
+  u->message_count = r->outbox->messages.count;
+  u->messages_after_write = r->outbox->after_write.items;
+  u->message_after_write_count = r->outbox->after_write.count;
   fill_committed(r);
-  u->committed = r->committed.items;
-  u->committed_count = r->committed.count;
-  u->read_states = r->read_states.items;
-  u->read_state_count = r->read_states.count;
+  u->committed = r->outbox->committed.items;
+  u->committed_count = r->outbox->committed.count;
+  u->read_states = r->outbox->read_states.items;
+  u->read_state_count = r->outbox->read_states.count;
   r->update_outstanding = true;
 }
 
 static void apply_committed(fl_raft *r) {
-  const fl_raft_entry *entries = r->committed.items;
+  const fl_raft_entry *entries = r->outbox->committed.items;
   uint64_t bytes = 0;
-  for (uint32_t i = 0; i < r->committed.count; i++) {
+  for (uint32_t i = 0; i < r->outbox->committed.count; i++) {
     const fl_raft_entry *e = &entries[i];
     assert(e->index == r->applied + 1);
     r->applied = e->index;
@@ -137,17 +143,20 @@ static void apply_committed(fl_raft *r) {
 }
 
 static void clear_outbox(fl_raft *r) {
-  r->messages.count = 0;
-  r->message_firsts.count = 0;
-  r->after_write.count = 0;
-  r->after_write_firsts.count = 0;
-  r->entry_pool.count = 0;
-  r->read_states.count = 0;
+  r->outbox->messages.count = 0;
+  r->outbox->message_firsts.count = 0;
+  r->outbox->after_write.count = 0;
+  r->outbox->after_write_firsts.count = 0;
+  r->outbox->entry_pool.count = 0;
+  r->outbox->read_states.count = 0;
 }
 
 void fl_raft_advance(fl_raft *r, const fl_raft_update *u) {
   assert(r->update_outstanding);
   r->update_outstanding = false;
+  if (r->outbox == NULL) {
+    return; /* the empty update of an allocation failure */
+  }
   if (u->snapshot != NULL) {
     r->applied = u->snapshot->index;
     free(r->pending_snapshot);
@@ -161,6 +170,6 @@ void fl_raft_advance(fl_raft *r, const fl_raft_update *u) {
   clear_outbox(r);
   /* Conf changes may emit messages: they go into the cleared outbox. */
   apply_committed(r);
-  r->committed.count = 0;
+  r->outbox->committed.count = 0;
   fl_raft_maybe_auto_leave(r);
 }
