@@ -52,7 +52,6 @@ static void reset_role_state(fl_raft *r, uint64_t term) {
   fl_raft_drop_reads(r);
   r->uncommitted_bytes = 0;
   r->committed_in_term = false;
-  r->auto_leave_due = false;
   r->lease_revoked = false;
   r->fresh_start = false;
 }

@@ -92,18 +92,16 @@ int fl_raft_propose_leave_joint(fl_raft *r) {
   return propose_conf(r, &next);
 }
 
+/*
+ * Checked at every advance rather than only when the joint entry is applied:
+ * a leader elected in the middle of a joint change inherits the duty.
+ */
 void fl_raft_maybe_auto_leave(fl_raft *r) {
-  if (!r->auto_leave_due) {
-    return;
-  }
-  r->auto_leave_due = false;
   if (r->role == FL_RAFT_LEADER && fl_raft_conf_is_joint(&r->conf) && r->conf.auto_leave &&
       r->pending_conf_index <= r->applied) {
     fl_raft_conf next;
     fl_raft_conf_leave_joint(&r->conf, &next);
-    if (propose_conf(r, &next) != 0) {
-      r->auto_leave_due = true; /* retry at the next advance */
-    }
+    propose_conf(r, &next); /* on failure, retried at the next advance */
   }
 }
 
@@ -127,9 +125,6 @@ void fl_raft_apply_conf_entry(fl_raft *r, const fl_raft_entry *entry) {
   }
   if (r->lead_transferee != 0 && !fl_raft_conf_has_voter(&r->conf, r->lead_transferee)) {
     fl_raft_abort_transfer(r);
-  }
-  if (fl_raft_conf_is_joint(&r->conf) && r->conf.auto_leave) {
-    r->auto_leave_due = true;
   }
   if (fl_raft_maybe_commit(r)) {
     fl_raft_broadcast_append(r);

@@ -101,10 +101,9 @@ struct fl_raft {
   bool soft_state_dirty;   /* role or leader changed since the last update */
   bool update_outstanding; /* between get_update and advance */
   bool committed_in_term;  /* leader committed an entry of its term */
-  bool auto_leave_due;
-  bool lease_revoked; /* a TIMEOUT_NOW left: another leader may appear */
-  bool fresh_start;   /* restarted: honour any lease we may have granted */
-  uint8_t vote_count; /* bounded by FL_RAFT_MAX_MEMBERS */
+  bool lease_revoked;      /* a TIMEOUT_NOW left: another leader may appear */
+  bool fresh_start;        /* restarted: honour any lease we may have granted */
+  uint8_t vote_count;      /* bounded by FL_RAFT_MAX_MEMBERS */
   uint32_t election_elapsed;
   uint32_t heartbeat_elapsed;
   uint32_t randomized_election_timeout;
