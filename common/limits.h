@@ -6,6 +6,8 @@
 #ifndef FLOTILLA_LIMITS_H
 #define FLOTILLA_LIMITS_H
 
+#include <stdint.h>
+
 /* Voters per configuration (incoming and outgoing each). Groups replicate on
  * 3-7 nodes. The configuration is stored in every group, so these bounds are
  * part of the per-group memory budget. */
@@ -30,11 +32,22 @@
 /* Inflight window of one follower, in messages. */
 #define FL_RAFT_MAX_INFLIGHT_MESSAGES 4096
 
-_Static_assert(FL_RAFT_MAX_VOTERS <= 255, "voter counts are stored in a byte");
-_Static_assert(FL_RAFT_MAX_LEARNERS <= 255, "learner counts are stored in a byte");
-_Static_assert(FL_RAFT_MAX_APPLY_ENTRIES <= FL_RAFT_MAX_UNSTABLE_ENTRIES,
-               "apply batches never exceed what one update can carry");
-_Static_assert((FL_RAFT_MAX_INFLIGHT_MESSAGES & (FL_RAFT_MAX_INFLIGHT_MESSAGES - 1)) == 0,
-               "the inflight ring is indexed with a mask");
+/* Terms and indexes from the wire or the disk above this are refused, so
+ * that term + 1 and index + count never wrap. No real log gets near it. */
+#define FL_RAFT_MAX_TERM_OR_INDEX (UINT64_MAX >> 1)
+
+/* C11 and C++ spell the compile-time assertion differently. */
+#ifdef __cplusplus
+#define FL_STATIC_ASSERT static_assert
+#else
+#define FL_STATIC_ASSERT _Static_assert
+#endif
+
+FL_STATIC_ASSERT(FL_RAFT_MAX_VOTERS <= 255, "voter counts are stored in a byte");
+FL_STATIC_ASSERT(FL_RAFT_MAX_LEARNERS <= 255, "learner counts are stored in a byte");
+FL_STATIC_ASSERT(FL_RAFT_MAX_APPLY_ENTRIES <= FL_RAFT_MAX_UNSTABLE_ENTRIES,
+                 "apply batches never exceed what one update can carry");
+FL_STATIC_ASSERT((FL_RAFT_MAX_INFLIGHT_MESSAGES & (FL_RAFT_MAX_INFLIGHT_MESSAGES - 1)) == 0,
+                 "the inflight ring is indexed with a mask");
 
 #endif

@@ -153,6 +153,7 @@ static int restore_state(fl_raft *r, const fl_raft_restore *restore) {
   }
   const fl_raft_hard_state *hs = &restore->hard_state;
   if (hs->commit > r->last_index || hs->term < fl_raft_last_term(r) ||
+      hs->term > FL_RAFT_MAX_TERM_OR_INDEX || r->last_index > FL_RAFT_MAX_TERM_OR_INDEX ||
       !fl_raft_conf_is_valid(&restore->snapshot.conf)) {
     return FL_RAFT_E_INVALID;
   }

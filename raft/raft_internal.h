@@ -152,7 +152,7 @@ struct fl_raft {
 void *fl_raft_vector_push(fl_raft_vector *vector, size_t item_size, uint32_t bound);
 void fl_raft_vector_release(fl_raft_vector *vector);
 int fl_raft_vector_reserve(fl_raft_vector *vector, size_t item_size, uint32_t need);
-_Static_assert(FL_RAFT_MAX_MEMBERS <= UINT8_MAX, "vote_count is a byte");
+FL_STATIC_ASSERT(FL_RAFT_MAX_MEMBERS <= UINT8_MAX, "vote_count is a byte");
 #define FL_VECTOR_AT(vector, type, i) (((type *)(vector)->items)[i])
 
 /* random (raft.c) */

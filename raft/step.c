@@ -106,6 +106,17 @@ static void step_candidate(fl_raft *r, const fl_raft_message *m) {
   }
 }
 
+/* Far below 2^64, so that term + 1 and index + count cannot wrap. */
+static bool numbers_in_range(const fl_raft_message *m) {
+  const uint64_t limit = FL_RAFT_MAX_TERM_OR_INDEX;
+  if (m->term > limit || m->log_term > limit || m->index > limit - m->entry_count ||
+      m->commit > limit || m->reject_hint > limit || m->snapshot.index > limit ||
+      m->snapshot.term > limit) {
+    return false;
+  }
+  return true;
+}
+
 static bool message_is_valid(const fl_raft *r, const fl_raft_message *m) {
   if (m == NULL || m->from == 0 || m->from == r->id || (m->to != 0 && m->to != r->id)) {
     return false;
@@ -116,7 +127,7 @@ static bool message_is_valid(const fl_raft *r, const fl_raft_message *m) {
   if (m->entry_count > 0 && (m->type != FL_RAFT_MSG_APPEND || m->entries == NULL)) {
     return false;
   }
-  return true;
+  return numbers_in_range(m);
 }
 
 int fl_raft_step(fl_raft *r, const fl_raft_message *m) {
