@@ -63,6 +63,9 @@ void fl_raft_become_follower(fl_raft *r, uint64_t term, uint64_t leader) {
 }
 
 static void record_vote(fl_raft *r, uint64_t node, bool granted) {
+  if (!fl_raft_conf_has_voter(&r->conf, node)) {
+    return; /* strangers must not take the slots of real voters */
+  }
   for (uint32_t i = 0; i < r->vote_count; i++) {
     if (r->votes[i].node == node) {
       return; /* the first answer counts */
@@ -167,6 +170,7 @@ void fl_raft_become_leader(fl_raft *r) {
   release_votes(r);
   r->role = FL_RAFT_LEADER;
   r->leader = r->id;
+  r->read_round_sent = 0; /* followers' echoes restart from 0 too */
   r->soft_state_dirty = true;
   if (fl_raft_progress_reset(r) != 0) {
     fl_raft_become_follower(r, r->term, 0);

@@ -244,13 +244,14 @@ uint64_t fl_raft_find_conflict_by_term(const fl_raft *r, uint64_t index, uint64_
 
 /* Replaces the whole log by a snapshot the leader sent. */
 void fl_raft_log_restore(fl_raft *r, const fl_raft_snapshot_meta *meta) {
+  /* Writes in flight only vouch for the prefix the snapshot surely shares. */
+  cap_writes(r, r->commit);
   r->first_index = meta->index + 1;
   r->snapshot_term = meta->term;
   r->last_index = meta->index;
   r->term_run_count = 0;
   r->unstable.count = 0;
   r->unstable_first = meta->index + 1;
-  cap_writes(r, meta->index);
   r->commit = meta->index;
 }
 

@@ -172,6 +172,31 @@ static int restore_state(fl_raft *r, const fl_raft_restore *restore) {
   return 0;
 }
 
+/*
+ * The snapshot's configuration is the one as of snapshot.index; entries in
+ * (snapshot.index, applied] were applied before the restart and will not be
+ * handed out again, so their configuration changes are replayed here.
+ */
+static int replay_applied_conf_changes(fl_raft *r, uint64_t from, uint64_t through) {
+  fl_raft_entry batch[64];
+  uint64_t next = from;
+  while (next <= through) {
+    uint32_t count = 0;
+    int rc = fl_raft_log_entries(r, next, through + 1, UINT64_MAX, batch, 64, &count);
+    if (rc != 0 || count == 0) {
+      return rc != 0 ? rc : FL_RAFT_E_UNAVAILABLE;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+      if (batch[i].type == FL_RAFT_ENTRY_CONF_CHANGE &&
+          fl_raft_conf_decode(batch[i].data, batch[i].length, &r->conf) != 0) {
+        return FL_RAFT_E_INVALID;
+      }
+    }
+    next += count;
+  }
+  return 0;
+}
+
 fl_raft *fl_raft_create(uint64_t self, const fl_raft_options *options,
                         const fl_raft_storage *storage, const fl_raft_restore *restore,
                         uint64_t seed) {
@@ -190,7 +215,8 @@ fl_raft *fl_raft_create(uint64_t self, const fl_raft_options *options,
   r->options = options;
   r->storage = storage;
   r->random_state = seed ^ (self * 0x9e3779b97f4a7c15ULL);
-  if (restore_state(r, restore) != 0) {
+  if (restore_state(r, restore) != 0 ||
+      replay_applied_conf_changes(r, restore->snapshot.index + 1, restore->applied) != 0) {
     fl_raft_destroy(r);
     return NULL;
   }

@@ -230,7 +230,9 @@ int fl_raft_options_validate(const fl_raft_options *options);
  * its configuration from the leader.
  * term_runs lists (first index, term) of each run of equal terms in the log
  * after the snapshot, ascending; the core copies it.
- * applied is where the state machine stands (>= snapshot.index).
+ * applied is where the state machine stands (>= snapshot.index); the
+ * configuration changes in (snapshot.index, applied] are read back through
+ * the storage callbacks, which must serve them during fl_raft_create().
  */
 typedef struct fl_raft_term_run {
   uint64_t first_index;

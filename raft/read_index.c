@@ -32,16 +32,18 @@ int fl_raft_emit_read_state(fl_raft *r, uint64_t context, uint64_t index) {
   return 0;
 }
 
-static void answer_read(fl_raft *r, const fl_raft_pending_read *read) {
+/* Fails (BUSY) when this update has no room left: the read stays pending. */
+static int answer_read(fl_raft *r, const fl_raft_pending_read *read) {
   if (read->from == r->id) {
-    fl_raft_emit_read_state(r, read->context, read->index);
-    return;
+    return fl_raft_emit_read_state(r, read->context, read->index);
   }
   fl_raft_message *m = fl_raft_new_message(r, FL_RAFT_MSG_READ_INDEX_RESP, read->from);
-  if (m != NULL) {
-    m->context = read->context;
-    m->index = read->index;
+  if (m == NULL) {
+    return FL_RAFT_E_BUSY;
   }
+  m->context = read->context;
+  m->index = read->index;
+  return 0;
 }
 
 static void start_round(fl_raft *r) {
@@ -60,9 +62,8 @@ void fl_raft_release_reads(fl_raft *r) {
   uint32_t kept = 0;
   bool next_round_waiting = false;
   for (uint32_t i = 0; i < r->reads.count; i++) {
-    if (reads[i].index != 0 && reads[i].round <= confirmed) {
-      answer_read(r, &reads[i]);
-    } else {
+    bool released = reads[i].index != 0 && reads[i].round <= confirmed;
+    if (!released || answer_read(r, &reads[i]) != 0) {
       next_round_waiting = next_round_waiting || reads[i].round > r->read_round_sent;
       reads[kept++] = reads[i];
     }
@@ -95,8 +96,7 @@ void fl_raft_assign_waiting_reads(fl_raft *r) {
 int fl_raft_register_read(fl_raft *r, uint64_t context, uint64_t from) {
   if (r->committed_in_term && r->options->lease_read && fl_raft_lease_valid(r)) {
     fl_raft_pending_read read = {.context = context, .from = from, .index = r->commit};
-    answer_read(r, &read);
-    return 0;
+    return answer_read(r, &read);
   }
   fl_raft_pending_read *read =
       fl_raft_vector_push(&r->reads, sizeof(*read), FL_RAFT_MAX_PENDING_READS);

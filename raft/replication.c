@@ -172,7 +172,7 @@ static uint32_t first_new_entry(const fl_raft *r, const fl_raft_message *m) {
 static bool entries_well_formed(const fl_raft_message *m) {
   for (uint32_t i = 0; i < m->entry_count; i++) {
     const fl_raft_entry *e = &m->entries[i];
-    if (e->index != m->index + 1 + i || e->term > m->term ||
+    if (e->index != m->index + 1 + i || e->term == 0 || e->term > m->term ||
         e->term < (i == 0 ? m->log_term : m->entries[i - 1].term) ||
         (e->length > 0 && e->data == NULL)) {
       return false;
@@ -222,7 +222,9 @@ void fl_raft_handle_heartbeat(fl_raft *r, const fl_raft_message *m) {
 
 void fl_raft_handle_snapshot(fl_raft *r, const fl_raft_message *m) {
   const fl_raft_snapshot_meta *meta = &m->snapshot;
-  if (!fl_raft_conf_is_valid(&meta->conf) || meta->term > m->term) {
+  bool sane = fl_raft_conf_is_valid(&meta->conf) && meta->conf.voter_count > 0 &&
+              meta->term <= m->term && (meta->term > 0) == (meta->index > 0);
+  if (!sane) {
     return;
   }
   if (meta->index <= r->commit) {
@@ -277,6 +279,9 @@ void fl_raft_handle_append_response(fl_raft *r, const fl_raft_message *m) {
     return;
   }
   p->recent_active = true;
+  if (m->index > r->last_index) {
+    return; /* acknowledges entries we never sent: not from a real follower */
+  }
   if (m->reject) {
     handle_append_rejection(r, p, m);
     return;
