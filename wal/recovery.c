@@ -1,0 +1,310 @@
+/*
+ * recovery.c - rebuilding every group's index from the segments at open.
+ *
+ * Segments are scanned in sequence order, records in file order. An
+ * all-zero header ends a segment's written part. A record that fails
+ * verification is:
+ *   - in the NEWEST segment, with no valid record after it beyond the torn
+ *     window (the bytes writes in flight could have reached: pipeline depth x
+ *     batch bytes, recorded in the segment header): a torn tail. It and the
+ *     window after it are zeroed and synced, and appends resume there. What
+ *     it held was never acknowledged, since no batch is reported durable
+ *     before every earlier one is.
+ *   - anywhere else: corruption. The open fails naming file, offset and
+ *     group; nothing past it is replayed and no corrupt entry is returned.
+ */
+#include "wal/wal_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct segment_list {
+  uint64_t *sequences;
+  uint32_t count;
+  uint32_t capacity;
+  wal *w;
+} segment_list;
+
+static int collect_segment(void *context, const char *name) {
+  segment_list *list = context;
+  uint64_t sequence = 0;
+  size_t length = strlen(name);
+  if (length > 4 && strcmp(name + length - 4, ".tmp") == 0) {
+    /* A segment whose creation never finished: it holds nothing. */
+    return list->w->io->ops->unlink(list->w->io, name);
+  }
+  if (!wal_segment_parse_name(name, &sequence)) {
+    return 0;
+  }
+  if (list->count == list->capacity) {
+    uint32_t capacity = list->capacity ? list->capacity * 2 : 16;
+    uint64_t *grown = realloc(list->sequences, capacity * sizeof(*grown));
+    if (grown == NULL) {
+      return -ENOMEM;
+    }
+    list->sequences = grown;
+    list->capacity = capacity;
+  }
+  list->sequences[list->count++] = sequence;
+  return 0;
+}
+
+static int compare_sequences(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a;
+  uint64_t y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* One segment being scanned: its whole image in memory. */
+typedef struct scan {
+  wal *w;
+  wal_recovery_report *report;
+  uint64_t sequence;
+  int file;
+  uint8_t *image;
+  uint64_t size;
+  uint64_t torn_window;
+  bool newest;
+  char name[64];
+} scan;
+
+static int corrupt(scan *s, uint64_t offset, uint64_t group, const char *what) {
+  snprintf(s->report->error, sizeof(s->report->error), "%s: offset %llu, group %llu: %s", s->name,
+           (unsigned long long)offset, (unsigned long long)group, what);
+  return -EUCLEAN;
+}
+
+static int replay_entries(scan *s, uint64_t offset, const wal_record_header *header,
+                          const uint8_t *payload) {
+  wal_entries_header head;
+  if (header->payload_length < sizeof(head)) {
+    return corrupt(s, offset, header->group_id, "entries record too short");
+  }
+  memcpy(&head, payload, sizeof(head));
+  wal_group_index *g = wal_index_get(&s->w->groups, header->group_id);
+  if (g == NULL) {
+    return -ENOMEM;
+  }
+  if (head.count == 0 ||
+      wal_index_apply_entries(g, head.first_index, head.count, s->sequence, offset) != 0) {
+    return corrupt(s, offset, header->group_id, "entries do not follow the group's log");
+  }
+  const uint8_t *p = payload + sizeof(head);
+  const uint8_t *end = payload + header->payload_length;
+  for (uint32_t i = 0; i < head.count; i++) {
+    wal_entry_header entry;
+    if ((size_t)(end - p) < sizeof(entry)) {
+      return corrupt(s, offset, header->group_id, "entry header past the record");
+    }
+    memcpy(&entry, p, sizeof(entry));
+    p += sizeof(entry);
+    if ((uint64_t)(end - p) < wal_align(entry.length)) {
+      return corrupt(s, offset, header->group_id, "entry data past the record");
+    }
+    p += wal_align(entry.length);
+    if (wal_index_note_term(g, head.first_index + i, entry.term) != 0) {
+      return corrupt(s, offset, header->group_id, "entry term goes back");
+    }
+  }
+  return 0;
+}
+
+static int replay_marker(scan *s, uint64_t offset, const wal_record_header *header,
+                         const uint8_t *payload) {
+  wal_snapshot_payload marker;
+  if (header->payload_length < sizeof(marker)) {
+    return corrupt(s, offset, header->group_id, "marker record too short");
+  }
+  memcpy(&marker, payload, sizeof(marker));
+  wal_group_index *g = wal_index_get(&s->w->groups, header->group_id);
+  if (g == NULL) {
+    return -ENOMEM;
+  }
+  if (header->type == WAL_RECORD_COMPACT) {
+    wal_index_apply_compact(g, marker.index);
+    return 0;
+  }
+  if (sizeof(marker) + (uint64_t)marker.length > header->payload_length ||
+      wal_index_apply_snapshot(g, marker.index, marker.term, s->sequence, offset, marker.length) !=
+          0) {
+    return corrupt(s, offset, header->group_id, "bad snapshot marker");
+  }
+  return 0;
+}
+
+static int replay_record(scan *s, uint64_t offset) {
+  const uint8_t *record = s->image + offset;
+  wal_record_header header;
+  memcpy(&header, record, sizeof(header));
+  const uint8_t *payload = record + sizeof(header);
+  if (header.group_id == 0) {
+    return corrupt(s, offset, 0, "record without a group");
+  }
+  switch (header.type) {
+  case WAL_RECORD_ENTRIES:
+    return replay_entries(s, offset, &header, payload);
+  case WAL_RECORD_HARD_STATE: {
+    wal_hard_state_payload state;
+    wal_group_index *g = wal_index_get(&s->w->groups, header.group_id);
+    if (header.payload_length < sizeof(state) || g == NULL) {
+      return g == NULL ? -ENOMEM : corrupt(s, offset, header.group_id, "short hard state");
+    }
+    memcpy(&state, payload, sizeof(state));
+    g->hard_state = (wal_hard_state){state.term, state.vote, state.commit};
+    return 0;
+  }
+  case WAL_RECORD_SNAPSHOT:
+  case WAL_RECORD_COMPACT:
+    return replay_marker(s, offset, &header, payload);
+  case WAL_RECORD_REMOVE:
+    wal_index_remove(&s->w->groups, header.group_id);
+    return 0;
+  default:
+    return corrupt(s, offset, header.group_id, "unknown record type");
+  }
+}
+
+static uint64_t group_at(const scan *s, uint64_t offset) {
+  wal_record_header header;
+  if (s->size - offset < sizeof(header)) {
+    return 0;
+  }
+  memcpy(&header, s->image + offset, sizeof(header));
+  return header.group_id;
+}
+
+/* The first offset after `from` holding a record that verifies, or 0. */
+static uint64_t next_valid_record(const scan *s, uint64_t from) {
+  for (uint64_t offset = from + WAL_RECORD_ALIGN; offset + sizeof(wal_record_header) <= s->size;
+       offset += WAL_RECORD_ALIGN) {
+    uint64_t total = 0;
+    if (wal_record_verify(s->image + offset, s->size - offset, s->sequence, &total) ==
+        WAL_RECORD_OK) {
+      return offset;
+    }
+  }
+  return 0;
+}
+
+static const char *describe(wal_record_check check) {
+  switch (check) {
+  case WAL_RECORD_BAD_HEADER:
+    return "record header checksum mismatch";
+  case WAL_RECORD_BAD_PAYLOAD:
+    return "record payload checksum mismatch";
+  default:
+    return "record runs past the segment end";
+  }
+}
+
+/* A bad record at `offset`: a torn tail (zeroed and synced) or corruption. */
+static int handle_bad_record(scan *s, uint64_t offset, wal_record_check check) {
+  if (!s->newest) {
+    return corrupt(s, offset, group_at(s, offset), describe(check));
+  }
+  uint64_t valid = next_valid_record(s, offset);
+  if (valid != 0 && valid - offset > s->torn_window) {
+    return corrupt(s, offset, group_at(s, offset), describe(check));
+  }
+  uint64_t end = s->torn_window < s->size - offset ? offset + s->torn_window : s->size;
+  memset(s->image + offset, 0, end - offset);
+  s->report->torn_tail_bytes = end - offset;
+  return s->w->io->ops->write_sync(s->w->io, s->file, offset, s->image + offset, end - offset);
+}
+
+static int scan_records(scan *s, uint64_t *end) {
+  uint64_t offset = WAL_SEGMENT_HEADER_AREA;
+  while (offset < s->size) {
+    uint64_t total = 0;
+    wal_record_check check =
+        wal_record_verify(s->image + offset, s->size - offset, s->sequence, &total);
+    if (check == WAL_RECORD_END) {
+      break;
+    }
+    if (check != WAL_RECORD_OK) {
+      int rc = handle_bad_record(s, offset, check);
+      if (rc == 0) {
+        break;
+      }
+      return rc;
+    }
+    int rc = replay_record(s, offset);
+    if (rc != 0) {
+      return rc;
+    }
+    s->report->records++;
+    offset += total;
+  }
+  *end = offset;
+  s->report->bytes_scanned += offset;
+  return 0;
+}
+
+static int load_segment(scan *s) {
+  const wal_io_ops *io = s->w->io->ops;
+  wal_segment_name(s->sequence, s->name, sizeof(s->name));
+  s->file = io->open(s->w->io, s->name, true);
+  if (s->file < 0) {
+    return s->file;
+  }
+  int rc = io->size(s->w->io, s->file, &s->size);
+  if (rc == 0 && (s->size < WAL_SEGMENT_HEADER_AREA || s->size > (1ull << 40))) {
+    return corrupt(s, 0, 0, "segment size out of range");
+  }
+  s->image = rc == 0 ? malloc(s->size) : NULL;
+  if (rc == 0 && s->image == NULL) {
+    rc = -ENOMEM;
+  }
+  if (rc == 0) {
+    rc = io->read(s->w->io, s->file, 0, s->image, s->size);
+  }
+  if (rc != 0) {
+    return rc;
+  }
+  wal_segment_header header;
+  memcpy(&header, s->image, sizeof(header));
+  const char *reason = NULL;
+  if (wal_segment_header_verify(&header, s->sequence, &reason) != 0) {
+    return corrupt(s, 0, 0, reason != NULL ? reason : "bad segment header");
+  }
+  if (header.shard_id != s->w->options.shard_id) {
+    return corrupt(s, 0, 0, "segment belongs to another shard");
+  }
+  s->torn_window = header.torn_window;
+  return 0;
+}
+
+static int recover_segment(wal *w, wal_recovery_report *report, uint64_t sequence, bool newest) {
+  scan s = {.w = w, .report = report, .sequence = sequence, .file = -1, .newest = newest};
+  int rc = load_segment(&s);
+  uint64_t end = 0;
+  if (rc == 0) {
+    rc = scan_records(&s, &end);
+  }
+  free(s.image);
+  if (rc == 0) {
+    rc = wal_segment_register(w, sequence, s.file, end);
+  } else if (s.file >= 0) {
+    w->io->ops->close(w->io, s.file);
+  }
+  report->segments += rc == 0;
+  return rc;
+}
+
+int wal_recover(wal *w, wal_recovery_report *report) {
+  segment_list list = {.w = w};
+  int rc = w->io->ops->list(w->io, collect_segment, &list);
+  if (rc == 0 && list.count > 0) {
+    rc = w->io->ops->sync_directory(w->io); /* removed .tmp files stay removed */
+  }
+  if (list.count > 1) {
+    qsort(list.sequences, list.count, sizeof(uint64_t), compare_sequences);
+  }
+  for (uint32_t i = 0; i < list.count && rc == 0; i++) {
+    rc = recover_segment(w, report, list.sequences[i], i + 1 == list.count);
+  }
+  free(list.sequences);
+  return rc;
+}

@@ -1,0 +1,133 @@
+/*
+ * wal_internal.h - the WAL's in-memory state, shared by wal.c (writer and
+ * reads), index.c (per-group indexes) and recovery.c (the scan at open).
+ */
+#ifndef FLOTILLA_WAL_INTERNAL_H
+#define FLOTILLA_WAL_INTERNAL_H
+
+#include "wal/format.h"
+#include "wal/wal.h"
+
+/* The live entries of one ENTRIES record: where to read them back. */
+typedef struct wal_run {
+  uint64_t first_index;
+  uint64_t last_index;
+  uint64_t segment; /* sequence number */
+  uint64_t offset;  /* of the record header in the segment */
+} wal_run;
+
+typedef struct wal_term_run {
+  uint64_t first_index;
+  uint64_t term;
+} wal_term_run;
+
+/* One group's index: compact runs, never one pointer per entry. */
+typedef struct wal_group_index {
+  uint64_t id; /* 0 = free slot */
+  uint64_t first_index;
+  uint64_t last_index; /* first_index - 1 when empty */
+  wal_hard_state hard_state;
+  uint64_t snapshot_index;
+  uint64_t snapshot_term;
+  uint64_t snapshot_segment;
+  uint64_t snapshot_offset; /* record offset of the newest marker */
+  uint32_t snapshot_length;
+  wal_run *runs;
+  uint32_t run_count;
+  uint32_t run_capacity;
+  wal_term_run *terms;
+  uint32_t term_count;
+  uint32_t term_capacity;
+} wal_group_index;
+
+/* Open addressing by group id; grows at 50% load. */
+typedef struct wal_group_table {
+  wal_group_index *slots;
+  uint32_t capacity; /* a power of two */
+  uint32_t count;
+} wal_group_table;
+
+typedef struct wal_segment {
+  uint64_t sequence;
+  int file;
+} wal_segment;
+
+/*
+ *   FILLING --flush--> IN_FLIGHT --completion--> DONE --in order--> FILLING
+ * A batch's records are laid out exactly as they will sit in the segment,
+ * from `offset` on, so a record's place is known when it is queued.
+ */
+typedef enum wal_batch_state {
+  WAL_BATCH_FREE = 0,
+  WAL_BATCH_FILLING = 1,
+  WAL_BATCH_IN_FLIGHT = 2,
+  WAL_BATCH_DONE = 3,
+} wal_batch_state;
+
+typedef struct wal_batch {
+  uint8_t *buffer;
+  uint32_t used;
+  uint8_t state;
+  int result;
+  uint64_t id;
+  uint64_t segment;
+  uint64_t offset;
+  wal_request *head;
+  wal_request *tail;
+} wal_batch;
+
+struct wal {
+  wal_options options;
+  wal_io *io;
+  bool owns_io;
+  int failure; /* first fatal error, then every call fails with it */
+
+  wal_segment *segments; /* ascending sequence; the last is the head */
+  uint32_t segment_count;
+  uint32_t segment_capacity;
+  uint64_t head_end; /* where the filling batch starts in the head segment */
+
+  wal_batch *batches; /* ring of pipeline_depth + 1 */
+  uint32_t batch_count;
+  uint32_t filling;   /* index of the filling batch */
+  uint32_t oldest;    /* index of the oldest batch in flight */
+  uint32_t in_flight; /* batches submitted, not yet completed in order */
+  uint64_t next_batch_id;
+
+  wal_group_table groups;
+  uint8_t *scratch; /* record reads */
+  size_t scratch_bytes;
+  wal_stats stats;
+};
+
+/* index.c */
+wal_group_index *wal_index_find(const wal_group_table *table, uint64_t group);
+wal_group_index *wal_index_get(wal_group_table *table, uint64_t group);
+void wal_index_remove(wal_group_table *table, uint64_t group);
+void wal_index_release(wal_group_table *table);
+/* Entries [first, first + count) stored at (segment, offset), replacing
+ * any overlapped suffix. -EINVAL if they leave a gap after the log. The
+ * caller then gives each entry's term, in order, to wal_index_note_term. */
+int wal_index_apply_entries(wal_group_index *g, uint64_t first_index, uint32_t count,
+                            uint64_t segment, uint64_t offset);
+int wal_index_note_term(wal_group_index *g, uint64_t index, uint64_t term);
+int wal_index_apply_snapshot(wal_group_index *g, uint64_t index, uint64_t term, uint64_t segment,
+                             uint64_t offset, uint32_t length);
+void wal_index_apply_compact(wal_group_index *g, uint64_t index);
+int wal_index_term(const wal_group_index *g, uint64_t index, uint64_t *term);
+const wal_run *wal_index_run_of(const wal_group_index *g, uint64_t index);
+
+/* recovery.c */
+int wal_recover(wal *w, wal_recovery_report *report);
+
+/* wal.c */
+int wal_segment_open_new(wal *w, uint64_t sequence);
+/* Adds a recovered segment; the last one registered becomes the head, with
+ * appends resuming at `end`. */
+int wal_segment_register(wal *w, uint64_t sequence, int file, uint64_t end);
+uint64_t wal_torn_window(const wal_options *options);
+/* Reads a whole record (header + payload) at (segment, offset) into the
+ * scratch buffer, from a batch not yet durable or from the file. */
+int wal_load_record(wal *w, uint64_t segment, uint64_t offset, const uint8_t **record);
+
+#endif
