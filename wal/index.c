@@ -227,6 +227,16 @@ int wal_index_apply_snapshot(wal_group_index *g, uint64_t index, uint64_t term, 
   if (index < g->snapshot_index) {
     return -EINVAL;
   }
+  if (index + 1 < g->first_index) {
+    /* A marker copied forward by garbage collection: the log already
+     * starts after it, so it must not disturb the log. */
+    g->snapshot_index = index;
+    g->snapshot_term = term;
+    g->snapshot_segment = segment;
+    g->snapshot_offset = offset;
+    g->snapshot_length = length;
+    return 0;
+  }
   uint64_t term_there = 0;
   bool log_matches = wal_index_term(g, index, &term_there) == 0 && term_there == term;
   if (!log_matches) {

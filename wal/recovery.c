@@ -153,6 +153,7 @@ static int replay_record(scan *s, uint64_t offset) {
     }
     memcpy(&state, payload, sizeof(state));
     g->hard_state = (wal_hard_state){state.term, state.vote, state.commit};
+    g->hard_state_segment = s->sequence;
     return 0;
   }
   case WAL_RECORD_SNAPSHOT:

@@ -399,6 +399,7 @@ int wal_save_hard_state(wal *w, uint64_t group, const wal_hard_state *state, wal
                               request, &offset);
   if (rc == 0) {
     g->hard_state = *state;
+    g->hard_state_segment = filling(w)->segment;
   }
   return rc;
 }
@@ -740,4 +741,114 @@ int wal_groups(const wal *w, void (*callback)(void *context, uint64_t group), vo
     }
   }
   return 0;
+}
+
+/* ---- space: deleting dead segments ------------------------------------- */
+
+static uint64_t oldest_reference(const wal_group_index *g, bool count_markers) {
+  uint64_t oldest = UINT64_MAX;
+  if (g->run_count > 0) {
+    oldest = g->runs[0].segment;
+  }
+  if (count_markers && g->hard_state_segment != 0 && g->hard_state_segment < oldest) {
+    oldest = g->hard_state_segment;
+  }
+  if (count_markers && g->snapshot_index != 0 && g->snapshot_segment < oldest) {
+    oldest = g->snapshot_segment;
+  }
+  return oldest;
+}
+
+/* The oldest segment anything live refers to (the head when nothing does). */
+static uint64_t oldest_live_segment(const wal *w, bool count_markers) {
+  uint64_t oldest = head_segment(w)->sequence;
+  for (uint32_t i = 0; i < w->groups.capacity; i++) {
+    const wal_group_index *g = &w->groups.slots[i];
+    if (g->id != 0) {
+      uint64_t reference = oldest_reference(g, count_markers);
+      oldest = reference < oldest ? reference : oldest;
+    }
+  }
+  return oldest;
+}
+
+static int resave_marker(wal *w, wal_group_index *g) {
+  int rc = 0;
+  if (g->hard_state_segment != 0) {
+    wal_hard_state state = g->hard_state;
+    rc = wal_save_hard_state(w, g->id, &state, NULL);
+  }
+  if (rc == 0 && g->snapshot_index != 0) {
+    uint8_t *data = malloc(g->snapshot_length ? g->snapshot_length : 1);
+    uint32_t length = 0;
+    rc = data == NULL ? -ENOMEM : wal_snapshot_data(w, g->id, data, g->snapshot_length, &length);
+    if (rc == 0) {
+      rc = wal_save_snapshot(w, g->id, g->snapshot_index, g->snapshot_term, data, length, NULL);
+    }
+    free(data);
+  }
+  return rc;
+}
+
+/* Markers older than every live entry are copied forward to the head. */
+static int resave_pinning_markers(wal *w) {
+  uint64_t entries_floor = oldest_live_segment(w, false);
+  for (uint32_t i = 0; i < w->groups.capacity; i++) {
+    wal_group_index *g = &w->groups.slots[i];
+    if (g->id == 0 || oldest_reference(g, true) >= entries_floor) {
+      continue;
+    }
+    int rc = resave_marker(w, g);
+    if (rc == -ENOBUFS) {
+      rc = wal_flush(w);
+      if (rc == 0) {
+        rc = resave_marker(w, g);
+      }
+    }
+    if (rc != 0) {
+      return rc;
+    }
+  }
+  return 0;
+}
+
+static int delete_segments_before(wal *w, uint64_t sequence) {
+  uint32_t deleted = 0;
+  while (deleted + 1 < w->segment_count && w->segments[deleted].sequence < sequence) {
+    char name[64];
+    wal_segment_name(w->segments[deleted].sequence, name, sizeof(name));
+    w->io->ops->close(w->io, w->segments[deleted].file);
+    int rc = w->io->ops->unlink(w->io, name);
+    if (rc != 0) {
+      return rc;
+    }
+    deleted++;
+  }
+  memmove(w->segments, w->segments + deleted, (w->segment_count - deleted) * sizeof(wal_segment));
+  w->segment_count -= deleted;
+  w->stats.segments = w->segment_count;
+  if (deleted > 0) {
+    int rc = w->io->ops->sync_directory(w->io);
+    if (rc != 0) {
+      return rc;
+    }
+  }
+  return (int)deleted;
+}
+
+int wal_collect_garbage(wal *w) {
+  if (w->failure != 0) {
+    return w->failure;
+  }
+  int rc = resave_pinning_markers(w);
+  if (rc == 0) {
+    rc = wal_flush(w);
+  }
+  if (rc == 0) {
+    rc = drain(w); /* the copies must be durable before the originals go */
+  }
+  if (rc != 0) {
+    return rc;
+  }
+  return delete_segments_before(w, oldest_live_segment(w, true));
 }

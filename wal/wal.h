@@ -100,6 +100,15 @@ int wal_save_snapshot(wal *w, uint64_t group, uint64_t index, uint64_t term, con
 int wal_compact(wal *w, uint64_t group, uint64_t index);
 int wal_remove_group(wal *w, uint64_t group, wal_request *request);
 
+/*
+ * Keeps disk use bounded: re-saves the hard states and snapshot markers that
+ * alone keep the oldest segments alive, waits until they are durable, then
+ * deletes every oldest segment no live entry, hard state or marker refers
+ * to. Blocks on the disk; call it after compactions, not per write.
+ * Returns the number of segments deleted, or a negative errno.
+ */
+int wal_collect_garbage(wal *w);
+
 /* Submits the batch (write + one fdatasync). 0 when there was nothing. */
 int wal_flush(wal *w);
 /* Reaps completions and runs callbacks in order. Returns the number of

@@ -27,6 +27,7 @@ typedef struct wal_group_index {
   uint64_t first_index;
   uint64_t last_index; /* first_index - 1 when empty */
   wal_hard_state hard_state;
+  uint64_t hard_state_segment; /* where the newest hard state record is; 0 = none */
   uint64_t snapshot_index;
   uint64_t snapshot_term;
   uint64_t snapshot_segment;

@@ -520,8 +520,52 @@ static void test_real_directory_round_trip(void **state) {
   assert_int_equal(system(command), 0);
 }
 
+/* Steady load with periodic snapshots: disk use plateaus, and an idle
+ * group whose only records are old markers survives the collection. */
+static void test_disk_use_plateaus(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal *w = open_wal(io, NULL);
+  const uint64_t idle = GROUPS + 1;
+  wal_hard_state idle_hard = {.term = 9, .vote = 1, .commit = 3};
+  assert_int_equal(append_one(w, idle, 1, 9, NULL), 0);
+  assert_int_equal(wal_save_hard_state(w, idle, &idle_hard, NULL), 0);
+  assert_int_equal(wal_save_snapshot(w, idle, 1, 9, "idle", 4, NULL), 0);
+  uint64_t last_index[GROUPS + 2] = {0};
+  uint32_t most_segments_late = 0;
+  for (uint32_t cycle = 0; cycle < 40; cycle++) {
+    fill_segments(w, last_index, 40);
+    for (uint64_t group = 1; group <= GROUPS; group++) {
+      uint64_t keep_from = last_index[group] - 5;
+      assert_int_equal(wal_save_snapshot(w, group, keep_from, 1, "s", 1, NULL), 0);
+    }
+    assert_true(wal_collect_garbage(w) >= 0);
+    wal_stats stats;
+    wal_get_stats(w, &stats);
+    if (cycle >= 20 && stats.segments > most_segments_late) {
+      most_segments_late = stats.segments;
+    }
+  }
+  /* 40 cycles wrote ~40 segments' worth; only a few stay */
+  assert_true(most_segments_late <= 4);
+  assert_int_equal(wal_close(w), 0);
+  w = open_wal(io, NULL);
+  wal_group_state group;
+  assert_int_equal(wal_group(w, idle, &group), 0);
+  assert_memory_equal(&group.hard_state, &idle_hard, sizeof(idle_hard));
+  assert_int_equal(group.snapshot_index, 1);
+  for (uint64_t g = 1; g <= GROUPS; g++) {
+    expect_entry(w, g, last_index[g], 1);
+    assert_int_equal(wal_group(w, g, &group), 0);
+    assert_int_equal(group.first_index, last_index[g] - 4);
+  }
+  assert_int_equal(wal_close(w), 0);
+  io->ops->destroy(io);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_disk_use_plateaus),
       cmocka_unit_test(test_real_directory_round_trip),
       cmocka_unit_test(test_group_commit_completes_in_order),
       cmocka_unit_test(test_reads_before_and_after_durability),
