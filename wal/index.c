@@ -200,8 +200,10 @@ void wal_index_apply_compact(wal_group_index *g, uint64_t index) {
   while (drop < g->run_count && g->runs[drop].last_index <= index) {
     drop++;
   }
-  memmove(g->runs, g->runs + drop, (g->run_count - drop) * sizeof(wal_run));
-  g->run_count -= drop;
+  if (drop > 0) {
+    memmove(g->runs, g->runs + drop, (g->run_count - drop) * sizeof(wal_run));
+    g->run_count -= drop;
+  }
   if (g->run_count > 0 && g->runs[0].first_index <= index) {
     g->runs[0].first_index = index + 1;
   }
@@ -209,8 +211,10 @@ void wal_index_apply_compact(wal_group_index *g, uint64_t index) {
   while (drop_terms + 1 < g->term_count && g->terms[drop_terms + 1].first_index <= index + 1) {
     drop_terms++;
   }
-  memmove(g->terms, g->terms + drop_terms, (g->term_count - drop_terms) * sizeof(wal_term_run));
-  g->term_count -= drop_terms;
+  if (drop_terms > 0) {
+    memmove(g->terms, g->terms + drop_terms, (g->term_count - drop_terms) * sizeof(wal_term_run));
+    g->term_count -= drop_terms;
+  }
   g->first_index = index + 1;
   if (g->last_index < index) {
     g->last_index = index;
