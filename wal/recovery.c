@@ -254,7 +254,9 @@ static int load_segment(scan *s) {
   if (rc == 0 && (s->size < WAL_SEGMENT_HEADER_AREA || s->size > (1ull << 40))) {
     return corrupt(s, 0, 0, "segment size out of range");
   }
-  s->image = rc == 0 ? malloc(s->size) : NULL;
+  /* One buffer serves every segment: faulting in 64 MiB of fresh pages per
+   * segment would cost more than reading it. */
+  s->image = rc == 0 ? wal_scratch(s->w, s->size) : NULL;
   if (rc == 0 && s->image == NULL) {
     rc = -ENOMEM;
   }
@@ -284,7 +286,6 @@ static int recover_segment(wal *w, wal_recovery_report *report, uint64_t sequenc
   if (rc == 0) {
     rc = scan_records(&s, &end);
   }
-  free(s.image);
   if (rc == 0) {
     rc = wal_segment_register(w, sequence, s.file, end);
   } else if (s.file >= 0) {

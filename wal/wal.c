@@ -178,6 +178,9 @@ int wal_open(const wal_options *options, wal **out, wal_recovery_report *report)
   }
   if (rc == 0) {
     rc = wal_recover(w, report);
+    free(w->scratch); /* it held a whole segment: give it back */
+    w->scratch = NULL;
+    w->scratch_bytes = 0;
   }
   if (rc == 0 && w->segment_count == 0) {
     rc = wal_segment_open_new(w, 1);
@@ -572,6 +575,10 @@ static int grow_scratch(wal *w, size_t bytes) {
   w->scratch = grown;
   w->scratch_bytes = bytes;
   return 0;
+}
+
+uint8_t *wal_scratch(wal *w, size_t bytes) {
+  return grow_scratch(w, bytes) == 0 ? w->scratch : NULL;
 }
 
 /* A batch not yet durable holding the record, whose bytes are in memory. */

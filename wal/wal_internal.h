@@ -127,6 +127,9 @@ int wal_segment_open_new(wal *w, uint64_t sequence);
  * appends resuming at `end`. */
 int wal_segment_register(wal *w, uint64_t sequence, int file, uint64_t end);
 uint64_t wal_torn_window(const wal_options *options);
+/* The WAL's scratch buffer, grown to at least `bytes`; NULL when out of
+ * memory. Valid until the next call that uses it. */
+uint8_t *wal_scratch(wal *w, size_t bytes);
 /* Reads a whole record (header + payload) at (segment, offset) into the
  * scratch buffer, from a batch not yet durable or from the file. */
 int wal_load_record(wal *w, uint64_t segment, uint64_t offset, const uint8_t **record);
