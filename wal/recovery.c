@@ -24,31 +24,58 @@ typedef struct segment_list {
   uint64_t *sequences;
   uint32_t count;
   uint32_t capacity;
-  wal *w;
+  uint64_t *unfinished; /* segments left under their .tmp name */
+  uint32_t unfinished_count;
+  uint32_t unfinished_capacity;
 } segment_list;
+
+static int push_sequence(uint64_t **list, uint32_t *count, uint32_t *capacity, uint64_t value) {
+  if (*count == *capacity) {
+    uint32_t bigger = *capacity ? *capacity * 2 : 16;
+    uint64_t *grown = realloc(*list, bigger * sizeof(*grown));
+    if (grown == NULL) {
+      return -ENOMEM;
+    }
+    *list = grown;
+    *capacity = bigger;
+  }
+  (*list)[(*count)++] = value;
+  return 0;
+}
 
 static int collect_segment(void *context, const char *name) {
   segment_list *list = context;
   uint64_t sequence = 0;
+  char base[64];
   size_t length = strlen(name);
-  if (length > 4 && strcmp(name + length - 4, ".tmp") == 0) {
-    /* A segment whose creation never finished: it holds nothing. */
-    return list->w->io->ops->unlink(list->w->io, name);
+  if (length > 4 && length - 4 < sizeof(base) && strcmp(name + length - 4, ".tmp") == 0) {
+    memcpy(base, name, length - 4);
+    base[length - 4] = '\0';
+    if (wal_segment_parse_name(base, &sequence)) {
+      return push_sequence(&list->unfinished, &list->unfinished_count, &list->unfinished_capacity,
+                           sequence);
+    }
+    return 0;
   }
   if (!wal_segment_parse_name(name, &sequence)) {
     return 0;
   }
-  if (list->count == list->capacity) {
-    uint32_t capacity = list->capacity ? list->capacity * 2 : 16;
-    uint64_t *grown = realloc(list->sequences, capacity * sizeof(*grown));
-    if (grown == NULL) {
-      return -ENOMEM;
+  return push_sequence(&list->sequences, &list->count, &list->capacity, sequence);
+}
+
+/* A segment whose creation never finished holds nothing. */
+static int remove_unfinished(wal *w, const segment_list *list) {
+  for (uint32_t i = 0; i < list->unfinished_count; i++) {
+    char name[64];
+    char temporary[80];
+    wal_segment_name(list->unfinished[i], name, sizeof(name));
+    snprintf(temporary, sizeof(temporary), "%s.tmp", name);
+    int rc = w->io->ops->unlink(w->io, temporary);
+    if (rc != 0) {
+      return rc;
     }
-    list->sequences = grown;
-    list->capacity = capacity;
   }
-  list->sequences[list->count++] = sequence;
-  return 0;
+  return list->unfinished_count > 0 ? w->io->ops->sync_directory(w->io) : 0;
 }
 
 static int compare_sequences(const void *a, const void *b) {
@@ -296,10 +323,10 @@ static int recover_segment(wal *w, wal_recovery_report *report, uint64_t sequenc
 }
 
 int wal_recover(wal *w, wal_recovery_report *report) {
-  segment_list list = {.w = w};
+  segment_list list = {0};
   int rc = w->io->ops->list(w->io, collect_segment, &list);
-  if (rc == 0 && list.count > 0) {
-    rc = w->io->ops->sync_directory(w->io); /* removed .tmp files stay removed */
+  if (rc == 0) {
+    rc = remove_unfinished(w, &list); /* after the listing, not during it */
   }
   if (list.count > 1) {
     qsort(list.sequences, list.count, sizeof(uint64_t), compare_sequences);
@@ -308,5 +335,6 @@ int wal_recover(wal *w, wal_recovery_report *report) {
     rc = recover_segment(w, report, list.sequences[i], i + 1 == list.count);
   }
   free(list.sequences);
+  free(list.unfinished);
   return rc;
 }

@@ -62,29 +62,44 @@ static int push_segment(wal *w, uint64_t sequence, int file) {
  * name, preallocated, its header written and synced, then renamed and the
  * directory synced.
  */
-int wal_segment_open_new(wal *w, uint64_t sequence) {
+static void temporary_name(uint64_t sequence, char *buffer, size_t capacity) {
   char name[64];
-  char temporary[80];
   wal_segment_name(sequence, name, sizeof(name));
-  snprintf(temporary, sizeof(temporary), "%s.tmp", name);
+  snprintf(buffer, capacity, "%s.tmp", name);
+}
+
+/* Creates, preallocates and writes the header of a segment under its
+ * temporary name, so that it appears whole or not at all. */
+static int prepare_segment(wal *w, uint64_t sequence) {
+  char temporary[80];
+  temporary_name(sequence, temporary, sizeof(temporary));
   wal_segment_header header;
   wal_segment_header_encode(&header, w->options.shard_id, sequence, w->options.segment_bytes,
                             wal_torn_window(&w->options));
   const wal_io_ops *io = w->io->ops;
-  int rc = io->create(w->io, temporary, w->options.segment_bytes);
-  int file = rc < 0 ? rc : io->open(w->io, temporary, true);
+  int file = io->create(w->io, temporary, w->options.segment_bytes);
   if (file < 0) {
     return file;
   }
-  rc = io->write_sync(w->io, file, 0, &header, sizeof(header));
+  int rc = io->write_sync(w->io, file, 0, &header, sizeof(header));
   io->close(w->io, file);
+  return rc;
+}
+
+int wal_segment_open_new(wal *w, uint64_t sequence) {
+  char name[64];
+  char temporary[80];
+  wal_segment_name(sequence, name, sizeof(name));
+  temporary_name(sequence, temporary, sizeof(temporary));
+  const wal_io_ops *io = w->io->ops;
+  int rc = prepare_segment(w, sequence);
   if (rc == 0) {
     rc = io->rename(w->io, temporary, name);
   }
   if (rc == 0) {
     rc = io->sync_directory(w->io);
   }
-  file = rc < 0 ? rc : io->open(w->io, name, true);
+  int file = rc < 0 ? rc : io->open(w->io, name, true);
   if (file < 0) {
     return file;
   }

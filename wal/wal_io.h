@@ -35,7 +35,8 @@ typedef int (*wal_io_list_fn)(void *context, const char *name);
 typedef struct wal_io_ops {
   /* Files are named relative to the directory the io was created for.
    * open returns a small non-negative handle. create makes (or truncates) a
-   * file and reserves `size` bytes (fallocate, zero-filled). */
+   * file, reserves `size` bytes (fallocate, zero-filled) and returns a
+   * writable handle to it, as open does. */
   int (*open)(wal_io *io, const char *name, bool writable);
   int (*create)(wal_io *io, const char *name, uint64_t size);
   int (*close)(wal_io *io, int file);

@@ -563,8 +563,47 @@ static void test_disk_use_plateaus(void **state) {
   io->ops->destroy(io);
 }
 
+static int count_files(void *context, const char *name) {
+  (void)name;
+  (*(uint32_t *)context)++;
+  return 0;
+}
+
+/* A segment whose creation a crash interrupted is removed at open, and the
+ * removal does not disturb the listing of the real segments. */
+static void test_unfinished_segment_is_removed(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal *w = open_wal(io, NULL);
+  uint64_t last_index[GROUPS + 1] = {0};
+  fill_segments(w, last_index, 100);
+  wal_stats stats;
+  wal_get_stats(w, &stats);
+  assert_int_equal(wal_close(w), 0);
+  char name[64];
+  char temporary[80];
+  wal_segment_name(stats.segments + 1, name, sizeof(name));
+  snprintf(temporary, sizeof(temporary), "%s.tmp", name);
+  int file = io->ops->create(io, temporary, 4096);
+  assert_true(file >= 0);
+  assert_int_equal(io->ops->close(io, file), 0);
+  assert_int_equal(io->ops->sync_directory(io), 0);
+  wal_recovery_report report;
+  w = open_wal(io, &report);
+  assert_int_equal(report.segments, stats.segments);
+  for (uint64_t group = 1; group <= GROUPS; group++) {
+    expect_entry(w, group, last_index[group], 1);
+  }
+  uint32_t files = 0;
+  assert_int_equal(io->ops->list(io, count_files, &files), 0);
+  assert_int_equal(files, stats.segments);
+  assert_int_equal(wal_close(w), 0);
+  io->ops->destroy(io);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_unfinished_segment_is_removed),
       cmocka_unit_test(test_disk_use_plateaus),
       cmocka_unit_test(test_real_directory_round_trip),
       cmocka_unit_test(test_group_commit_completes_in_order),
