@@ -71,7 +71,7 @@ bool wal_segment_parse_name(const char *name, uint64_t *sequence) {
 }
 
 void wal_segment_header_encode(wal_segment_header *header, uint32_t shard_id, uint64_t sequence,
-                               uint64_t segment_size, uint64_t torn_window) {
+                               uint64_t segment_size, uint64_t torn_window, uint64_t previous_end) {
   memset(header, 0, sizeof(*header));
   header->magic = WAL_SEGMENT_MAGIC;
   header->version = WAL_FORMAT_VERSION;
@@ -79,6 +79,7 @@ void wal_segment_header_encode(wal_segment_header *header, uint32_t shard_id, ui
   header->sequence = sequence;
   header->segment_size = segment_size;
   header->torn_window = torn_window;
+  header->previous_end = previous_end;
   header->checksum = XXH3_64bits_withSeed(header, WAL_SEGMENT_CHECKED_BYTES, sequence);
 }
 

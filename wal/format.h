@@ -33,7 +33,10 @@ typedef struct wal_segment_header {
   /* Bytes past the first bad record that writes in flight could have
    * reached (pipeline depth x batch bytes): see recovery in wal-format.md. */
   uint64_t torn_window;
-  uint8_t reserved[16];
+  /* Where the previous segment's records ended when this one was started:
+   * recovery checks it, so a lost tail of an older segment is detected. */
+  uint64_t previous_end;
+  uint8_t reserved[8];
   uint64_t checksum; /* XXH3 of the 56 bytes above, seeded with sequence */
 } wal_segment_header;
 FL_STATIC_ASSERT(sizeof(wal_segment_header) == 64, "segment header layout");
@@ -104,7 +107,7 @@ void wal_segment_name(uint64_t sequence, char *buffer, size_t capacity);
 bool wal_segment_parse_name(const char *name, uint64_t *sequence);
 
 void wal_segment_header_encode(wal_segment_header *header, uint32_t shard_id, uint64_t sequence,
-                               uint64_t segment_size, uint64_t torn_window);
+                               uint64_t segment_size, uint64_t torn_window, uint64_t previous_end);
 /* 0, or -EINVAL with *reason set (bad magic, version, checksum). */
 int wal_segment_header_verify(const wal_segment_header *header, uint64_t sequence,
                               const char **reason);

@@ -172,7 +172,8 @@ int wal_index_apply_entries(wal_group_index *g, uint64_t first_index, uint32_t c
     return -EINVAL;
   }
   bool empty = g->last_index < g->first_index;
-  if (first_index <= g->snapshot_index || (!empty && first_index > g->last_index + 1) ||
+  if (first_index <= g->snapshot_index || first_index < g->first_index ||
+      (!empty && first_index > g->last_index + 1) ||
       (empty && first_index != g->last_index + 1 && g->snapshot_index != 0)) {
     return -EINVAL;
   }

@@ -93,6 +93,7 @@ typedef struct scan {
   uint8_t *image;
   uint64_t size;
   uint64_t torn_window;
+  uint64_t previous_end; /* from the header: where the previous segment ended */
   bool newest;
   char name[64];
 } scan;
@@ -207,6 +208,11 @@ static uint64_t group_at(const scan *s, uint64_t offset) {
 static uint64_t next_valid_record(const scan *s, uint64_t from) {
   for (uint64_t offset = from + WAL_RECORD_ALIGN; offset + sizeof(wal_record_header) <= s->size;
        offset += WAL_RECORD_ALIGN) {
+    uint64_t word = 0;
+    memcpy(&word, s->image + offset, sizeof(word));
+    if (word == 0) {
+      continue; /* a record header never starts with eight zero bytes */
+    }
     uint64_t total = 0;
     if (wal_record_verify(s->image + offset, s->size - offset, s->sequence, &total) ==
         WAL_RECORD_OK) {
@@ -227,19 +233,51 @@ static const char *describe(wal_record_check check) {
   }
 }
 
-/* A bad record at `offset`: a torn tail (zeroed and synced) or corruption. */
-static int handle_bad_record(scan *s, uint64_t offset, wal_record_check check) {
-  if (!s->newest) {
-    return corrupt(s, offset, group_at(s, offset), describe(check));
-  }
-  uint64_t valid = next_valid_record(s, offset);
-  if (valid != 0 && valid - offset > s->torn_window) {
-    return corrupt(s, offset, group_at(s, offset), describe(check));
-  }
+/* Zeroes the torn window after `offset` so appends resuming there can never
+ * run into records of writes that were in flight at the crash. */
+static int clear_torn_window(scan *s, uint64_t offset) {
   uint64_t end = s->torn_window < s->size - offset ? offset + s->torn_window : s->size;
   memset(s->image + offset, 0, end - offset);
   s->report->torn_tail_bytes = end - offset;
   return s->w->io->ops->write_sync(s->w->io, s->file, offset, s->image + offset, end - offset);
+}
+
+/*
+ * Any valid record past the torn window after `offset`: writes in flight
+ * never reach beyond it, so such a record was durable and the damage at
+ * `offset` hides acknowledged data.
+ */
+static uint64_t valid_record_beyond_window(const scan *s, uint64_t offset) {
+  uint64_t window_end = s->torn_window < s->size - offset ? offset + s->torn_window : s->size;
+  return window_end <= offset + WAL_RECORD_ALIGN
+             ? next_valid_record(s, offset)
+             : next_valid_record(s, window_end - WAL_RECORD_ALIGN);
+}
+
+/* A bad record at `offset`: a torn tail (zeroed and synced) or corruption. */
+static int handle_bad_record(scan *s, uint64_t offset, wal_record_check check) {
+  if (!s->newest || valid_record_beyond_window(s, offset) != 0) {
+    return corrupt(s, offset, group_at(s, offset), describe(check));
+  }
+  return clear_torn_window(s, offset);
+}
+
+/*
+ * A zero header ends the written part only if nothing valid follows: in an
+ * older segment nothing at all (the writer drains before a rollover), in the
+ * newest nothing beyond the torn window. Otherwise the zeros are damage
+ * (a lost write, a sector read back as zeros) hiding acknowledged records.
+ */
+static int check_end(scan *s, uint64_t offset) {
+  uint64_t beyond =
+      s->newest ? valid_record_beyond_window(s, offset) : next_valid_record(s, offset);
+  if (beyond != 0) {
+    return corrupt(s, offset, group_at(s, beyond), "zeroed record before valid ones");
+  }
+  if (s->newest && next_valid_record(s, offset) != 0) {
+    return clear_torn_window(s, offset); /* a later batch landed, an earlier did not */
+  }
+  return 0;
 }
 
 static int scan_records(scan *s, uint64_t *end) {
@@ -249,6 +287,10 @@ static int scan_records(scan *s, uint64_t *end) {
     wal_record_check check =
         wal_record_verify(s->image + offset, s->size - offset, s->sequence, &total);
     if (check == WAL_RECORD_END) {
+      int rc = check_end(s, offset);
+      if (rc != 0) {
+        return rc;
+      }
       break;
     }
     if (check != WAL_RECORD_OK) {
@@ -303,16 +345,41 @@ static int load_segment(scan *s) {
     return corrupt(s, 0, 0, "segment belongs to another shard");
   }
   s->torn_window = header.torn_window;
+  s->previous_end = header.previous_end;
   return 0;
 }
 
-static int recover_segment(wal *w, wal_recovery_report *report, uint64_t sequence, bool newest) {
+/* The previous segment must end where this one's header says it did. */
+static int check_previous_end(scan *s, uint64_t previous_sequence, uint64_t previous_end) {
+  if (previous_sequence + 1 != s->sequence || s->previous_end == 0 ||
+      s->previous_end == previous_end) {
+    return 0;
+  }
+  char previous[64];
+  wal_segment_name(previous_sequence, previous, sizeof(previous));
+  snprintf(s->report->error, sizeof(s->report->error),
+           "%s: records end at offset %llu but %s says they ended at %llu", previous,
+           (unsigned long long)previous_end, s->name, (unsigned long long)s->previous_end);
+  return -EUCLEAN;
+}
+
+typedef struct previous_segment {
+  uint64_t sequence;
+  uint64_t end;
+} previous_segment;
+
+static int recover_segment(wal *w, wal_recovery_report *report, uint64_t sequence, bool newest,
+                           previous_segment *previous) {
   scan s = {.w = w, .report = report, .sequence = sequence, .file = -1, .newest = newest};
   int rc = load_segment(&s);
   uint64_t end = 0;
   if (rc == 0) {
+    rc = check_previous_end(&s, previous->sequence, previous->end);
+  }
+  if (rc == 0) {
     rc = scan_records(&s, &end);
   }
+  *previous = (previous_segment){.sequence = sequence, .end = end};
   if (rc == 0) {
     rc = wal_segment_register(w, sequence, s.file, end);
   } else if (s.file >= 0) {
@@ -331,8 +398,9 @@ int wal_recover(wal *w, wal_recovery_report *report) {
   if (list.count > 1) {
     qsort(list.sequences, list.count, sizeof(uint64_t), compare_sequences);
   }
+  previous_segment previous = {0};
   for (uint32_t i = 0; i < list.count && rc == 0; i++) {
-    rc = recover_segment(w, report, list.sequences[i], i + 1 == list.count);
+    rc = recover_segment(w, report, list.sequences[i], i + 1 == list.count, &previous);
   }
   free(list.sequences);
   free(list.unfinished);

@@ -74,8 +74,9 @@ static int prepare_segment(wal *w, uint64_t sequence) {
   char temporary[80];
   temporary_name(sequence, temporary, sizeof(temporary));
   wal_segment_header header;
+  uint64_t previous_end = w->segment_count > 0 ? w->head_end : 0;
   wal_segment_header_encode(&header, w->options.shard_id, sequence, w->options.segment_bytes,
-                            wal_torn_window(&w->options));
+                            wal_torn_window(&w->options), previous_end);
   const wal_io_ops *io = w->io->ops;
   int file = io->create(w->io, temporary, w->options.segment_bytes);
   if (file < 0) {
@@ -352,8 +353,8 @@ static int check_entries(const wal *w, uint64_t group, const wal_entry *entries,
       entries[0].term < previous_term) {
     return -EINVAL; /* terms never decrease along a log */
   }
-  if (g != NULL && entries[0].index <= g->snapshot_index) {
-    return -EINVAL; /* below the snapshot: those entries are gone */
+  if (g != NULL && (entries[0].index <= g->snapshot_index || entries[0].index < g->first_index)) {
+    return -EINVAL; /* below the snapshot or a compaction: those entries are gone */
   }
   return 0;
 }

@@ -601,8 +601,58 @@ static void test_unfinished_segment_is_removed(void **state) {
   io->ops->destroy(io);
 }
 
+/* Zeros where a record header was, in an older segment, hide acknowledged
+ * records after them: the open must fail, not stop early. */
+static void test_zeroed_header_in_older_segment_is_corruption(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal *w = open_wal(io, NULL);
+  uint64_t last_index[GROUPS + 1] = {0};
+  fill_segments(w, last_index, 100);
+  assert_int_equal(wal_close(w), 0);
+  char name[64];
+  wal_segment_name(1, name, sizeof(name));
+  for (unsigned bit = 0; bit < 8; bit++) {
+    /* clear the first record's length and type: a header of zeros */
+    for (uint64_t byte = 0; byte < sizeof(wal_record_header); byte++) {
+      uint8_t value = 0;
+      int file = io->ops->open(io, name, false);
+      assert_true(file >= 0);
+      assert_int_equal(io->ops->read(io, file, WAL_SEGMENT_HEADER_AREA + byte, &value, 1), 0);
+      io->ops->close(io, file);
+      if (value & (1u << bit)) {
+        assert_int_equal(wal_io_memory_flip_bit(io, name, WAL_SEGMENT_HEADER_AREA + byte, bit), 0);
+      }
+    }
+  }
+  wal_options options = small_options(io);
+  wal_recovery_report report;
+  wal *broken = NULL;
+  assert_int_equal(wal_open(&options, &broken, &report), -EUCLEAN);
+  assert_non_null(strstr(report.error, "zeroed record"));
+  io->ops->destroy(io);
+}
+
+/* After a compaction, entries below the first live index are refused. */
+static void test_append_below_compaction_is_refused(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal *w = open_wal(io, NULL);
+  for (uint64_t index = 1; index <= 100; index++) {
+    assert_int_equal(append_one(w, 1, index, 1, NULL), 0);
+  }
+  assert_int_equal(wal_compact(w, 1, 95), 0);
+  assert_int_equal(append_one(w, 1, 92, 1, NULL), -EINVAL);
+  assert_int_equal(append_one(w, 1, 96, 2, NULL), 0);
+  drain(w);
+  assert_int_equal(wal_close(w), 0);
+  io->ops->destroy(io);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_zeroed_header_in_older_segment_is_corruption),
+      cmocka_unit_test(test_append_below_compaction_is_refused),
       cmocka_unit_test(test_unfinished_segment_is_removed),
       cmocka_unit_test(test_disk_use_plateaus),
       cmocka_unit_test(test_real_directory_round_trip),

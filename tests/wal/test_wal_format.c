@@ -59,7 +59,7 @@ static void test_segment_name_rejects_other_files(void **state) {
 static void test_segment_header(void **state) {
   (void)state;
   wal_segment_header header;
-  wal_segment_header_encode(&header, 7, SEQUENCE, 64u << 20, 8u << 20);
+  wal_segment_header_encode(&header, 7, SEQUENCE, 64u << 20, 8u << 20, 4096);
   const char *reason = NULL;
   assert_int_equal(wal_segment_header_verify(&header, SEQUENCE, &reason), 0);
   assert_true(header.magic == WAL_SEGMENT_MAGIC);
