@@ -7,6 +7,9 @@ ASAN      ?= build-asan
 FUZZBUILD ?= build-fuzz
 FUZZ_SECONDS ?= 30
 SOAK_SECONDS ?= 600
+# Each soak starts from a new seed (the time) so repeated soaks explore new
+# runs; a failure prints its own seed and the command that replays it.
+SOAK_FIRST_SEED ?= $(shell date +%s)000
 
 .PHONY: all deps build build-asan build-fuzz test test-release test-asan test-fuzz demo soak fuzz bench format format-check clean
 
@@ -47,7 +50,7 @@ demo: build
 	./$(BUILD)/bench/raft-sim-bench
 
 soak: build
-	./$(BUILD)/tests/sim/flotilla-sim --soak $(SOAK_SECONDS)
+	./$(BUILD)/tests/sim/flotilla-sim --soak $(SOAK_SECONDS) --first-seed $(SOAK_FIRST_SEED)
 
 bench: build
 	./$(BUILD)/bench/raft-bench
