@@ -23,6 +23,7 @@
 #define WAL_FORMAT_VERSION 1u
 #define WAL_SEGMENT_HEADER_AREA 4096u /* records start here (O_DIRECT aligned) */
 #define WAL_RECORD_ALIGN 8u
+#define WAL_DIRECT_ALIGN 4096u /* batch offsets and sizes with O_DIRECT */
 
 typedef struct wal_segment_header {
   uint64_t magic;
@@ -47,7 +48,8 @@ typedef enum wal_record_type {
   WAL_RECORD_SNAPSHOT = 3,   /* a group's snapshot marker: index, term, opaque bytes */
   WAL_RECORD_COMPACT = 4,    /* a group's entries up to index are dead */
   WAL_RECORD_REMOVE = 5,     /* a group is gone */
-  WAL_RECORD_TYPE_COUNT = 6,
+  WAL_RECORD_PADDING = 6,    /* fills a batch to the O_DIRECT block size; group 0 */
+  WAL_RECORD_TYPE_COUNT = 7,
 } wal_record_type;
 
 /*

@@ -167,6 +167,9 @@ static int replay_record(scan *s, uint64_t offset) {
   wal_record_header header;
   memcpy(&header, record, sizeof(header));
   const uint8_t *payload = record + sizeof(header);
+  if (header.type == WAL_RECORD_PADDING) {
+    return 0; /* fills a batch to the block size */
+  }
   if (header.group_id == 0) {
     return corrupt(s, offset, 0, "record without a group");
   }

@@ -31,14 +31,17 @@ uint64_t wal_torn_window(const wal_options *options) {
 }
 
 static int check_options(const wal_options *o) {
-  bool ok = o->segment_bytes >= (1u << 16) && o->batch_bytes >= 4096 &&
+  bool ok = o->segment_bytes >= (1u << 16) && o->batch_bytes >= 2 * WAL_DIRECT_ALIGN &&
             o->batch_bytes <= o->segment_bytes - WAL_SEGMENT_HEADER_AREA &&
             o->pipeline_depth >= 1 && o->pipeline_depth <= 16 &&
             (o->io != NULL || o->directory != NULL);
-  if (!ok) {
-    return -EINVAL;
-  }
-  return o->direct ? -ENOTSUP : 0; /* O_DIRECT needs padding records: planned */
+  bool aligned = o->batch_bytes % WAL_DIRECT_ALIGN == 0 && o->segment_bytes % WAL_DIRECT_ALIGN == 0;
+  return ok && (aligned || !o->direct) ? 0 : -EINVAL;
+}
+
+/* Room kept free in every batch for the padding record O_DIRECT needs. */
+static uint64_t padding_reserve(const wal *w) {
+  return w->options.direct ? WAL_DIRECT_ALIGN + sizeof(wal_record_header) : 0;
 }
 
 /* ---- segments ------------------------------------------------------------ */
@@ -252,6 +255,7 @@ static int reserve_record(wal *w, uint64_t bytes, uint8_t **slot, uint64_t *offs
     return w->failure;
   }
   wal_batch *b = filling(w);
+  bytes += padding_reserve(w);
   if (bytes > w->options.batch_bytes) {
     return -EMSGSIZE;
   }
@@ -470,6 +474,24 @@ int wal_remove_group(wal *w, uint64_t group, wal_request *request) {
 
 /* ---- flush and completions ---------------------------------------------- */
 
+/* With O_DIRECT a batch must end on a block: a padding record fills it, so
+ * the next batch starts aligned and recovery reads straight through. */
+static void pad_batch(wal *w) {
+  wal_batch *b = filling(w);
+  uint32_t pad = (WAL_DIRECT_ALIGN - b->used % WAL_DIRECT_ALIGN) % WAL_DIRECT_ALIGN;
+  if (pad == 0) {
+    return;
+  }
+  if (pad < sizeof(wal_record_header)) {
+    pad += WAL_DIRECT_ALIGN; /* padding_reserve kept room for this */
+  }
+  uint8_t *slot = b->buffer + b->used;
+  uint32_t payload = pad - (uint32_t)sizeof(wal_record_header);
+  memset(slot + sizeof(wal_record_header), 0, payload);
+  commit_record(w, slot, WAL_RECORD_PADDING, 0, payload);
+  w->stats.records--; /* not a record anybody wrote */
+}
+
 int wal_flush(wal *w) {
   if (w->failure != 0) {
     return w->failure;
@@ -477,6 +499,9 @@ int wal_flush(wal *w) {
   wal_batch *b = filling(w);
   if (b->used == 0) {
     return 0;
+  }
+  if (w->options.direct) {
+    pad_batch(w);
   }
   while (w->in_flight + 1 >= w->batch_count) {
     int rc = wal_poll(w, true); /* the pipeline is full: wait for the disk */

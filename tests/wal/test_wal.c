@@ -496,13 +496,14 @@ static void test_crash_at_every_batch(void **state) {
   assert_true(lost_unacknowledged > 0);
 }
 
-/* The same path on a real directory through io_uring and fdatasync. */
-static void test_real_directory_round_trip(void **state) {
-  (void)state;
-  char directory[] = "/tmp/flotilla-wal-test.XXXXXX";
+/* The same path on a real directory through io_uring and fdatasync, with
+ * buffered writes and with O_DIRECT (batches padded to whole blocks). */
+static void round_trip_on_disk(bool direct) {
+  char directory[] = "/var/tmp/flotilla-wal-test.XXXXXX";
   assert_non_null(mkdtemp(directory));
   wal_options options = small_options(NULL);
   options.directory = directory;
+  options.direct = direct;
   wal *w = NULL;
   assert_int_equal(wal_open(&options, &w, NULL), 0);
   uint64_t last_index[GROUPS + 1] = {0};
@@ -518,6 +519,41 @@ static void test_real_directory_round_trip(void **state) {
   char command[128];
   snprintf(command, sizeof(command), "rm -rf '%s'", directory);
   assert_int_equal(system(command), 0);
+}
+
+static void test_real_directory_round_trip(void **state) {
+  (void)state;
+  round_trip_on_disk(false);
+}
+
+static void test_real_directory_round_trip_direct(void **state) {
+  (void)state;
+  round_trip_on_disk(true);
+}
+
+/* O_DIRECT batches end on a block: every batch starts 4096-aligned. */
+static void test_direct_batches_are_block_aligned(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal_options options = small_options(io);
+  options.direct = true;
+  wal *w = NULL;
+  assert_int_equal(wal_open(&options, &w, NULL), 0);
+  for (uint64_t index = 1; index <= 40; index++) {
+    assert_int_equal(append_one(w, 1, index, 1, NULL), 0);
+    drain(w);
+  }
+  wal_stats stats;
+  wal_get_stats(w, &stats);
+  assert_int_equal(stats.bytes_written % WAL_DIRECT_ALIGN, 0);
+  assert_int_equal(stats.bytes_written, 40 * WAL_DIRECT_ALIGN);
+  assert_int_equal(wal_close(w), 0);
+  assert_int_equal(wal_open(&options, &w, NULL), 0);
+  for (uint64_t index = 1; index <= 40; index++) {
+    expect_entry(w, 1, index, 1);
+  }
+  assert_int_equal(wal_close(w), 0);
+  io->ops->destroy(io);
 }
 
 /* Steady load with periodic snapshots: disk use plateaus, and an idle
@@ -656,6 +692,8 @@ int main(void) {
       cmocka_unit_test(test_unfinished_segment_is_removed),
       cmocka_unit_test(test_disk_use_plateaus),
       cmocka_unit_test(test_real_directory_round_trip),
+      cmocka_unit_test(test_real_directory_round_trip_direct),
+      cmocka_unit_test(test_direct_batches_are_block_aligned),
       cmocka_unit_test(test_group_commit_completes_in_order),
       cmocka_unit_test(test_reads_before_and_after_durability),
       cmocka_unit_test(test_overlap_replaces_suffix),
