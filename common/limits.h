@@ -36,6 +36,10 @@
  * that term + 1 and index + count never wrap. No real log gets near it. */
 #define FL_RAFT_MAX_TERM_OR_INDEX (UINT64_MAX >> 1)
 
+/* Largest WAL segment: recovery holds one whole segment in memory, so a
+ * damaged or foreign file of any size must not make it allocate more. */
+#define FL_WAL_MAX_SEGMENT_BYTES (1ull << 30)
+
 /* C11 and C++ spell the compile-time assertion differently. */
 #ifdef __cplusplus
 #define FL_STATIC_ASSERT static_assert

@@ -323,7 +323,7 @@ static int load_segment(scan *s) {
     return s->file;
   }
   int rc = io->size(s->w->io, s->file, &s->size);
-  if (rc == 0 && (s->size < WAL_SEGMENT_HEADER_AREA || s->size > (1ull << 40))) {
+  if (rc == 0 && (s->size < WAL_SEGMENT_HEADER_AREA || s->size > FL_WAL_MAX_SEGMENT_BYTES)) {
     return corrupt(s, 0, 0, "segment size out of range");
   }
   /* One buffer serves every segment: faulting in 64 MiB of fresh pages per

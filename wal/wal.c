@@ -31,7 +31,8 @@ uint64_t wal_torn_window(const wal_options *options) {
 }
 
 static int check_options(const wal_options *o) {
-  bool ok = o->segment_bytes >= (1u << 16) && o->batch_bytes >= 2 * WAL_DIRECT_ALIGN &&
+  bool ok = o->segment_bytes >= (1u << 16) && o->segment_bytes <= FL_WAL_MAX_SEGMENT_BYTES &&
+            o->batch_bytes >= 2 * WAL_DIRECT_ALIGN &&
             o->batch_bytes <= o->segment_bytes - WAL_SEGMENT_HEADER_AREA &&
             o->pipeline_depth >= 1 && o->pipeline_depth <= 16 &&
             (o->io != NULL || o->directory != NULL);
