@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "fuzz/fuzz_input.h"
+#include "fuzz/fuzz_report.h"
 #include "raft/raft.h"
 #include "tests/sim/checker.h"
 #include "tests/support/node.h"
@@ -114,10 +115,7 @@ static void fc_fail(fc_cluster *c, const char *format, ...) {
   fprintf(stderr, "fuzz-raft-cluster: violation at action %u: ", c->action);
   va_list arguments;
   va_start(arguments, format);
-  vfprintf(stderr, format, arguments);
-  va_end(arguments);
-  fputc('\n', stderr);
-  abort();
+  fuzz_report_and_abort("", format, arguments);
 }
 
 static uint32_t id_of(const tnode *node) {

@@ -47,6 +47,7 @@
 #include <string.h>
 
 #include "fuzz/fuzz_input.h"
+#include "fuzz/fuzz_report.h"
 #include "wal/format.h"
 #include "wal/wal.h"
 
@@ -147,13 +148,9 @@ __attribute__((format(printf, 1, 2))) static void trace(const char *format, ...)
 }
 
 __attribute__((format(printf, 1, 2), noreturn)) static void violation(const char *format, ...) {
-  fprintf(stderr, "fuzz-wal-recovery: violation: ");
   va_list args;
   va_start(args, format);
-  vfprintf(stderr, format, args);
-  va_end(args);
-  fprintf(stderr, "\n");
-  abort();
+  fuzz_report_and_abort("fuzz-wal-recovery: violation: ", format, args);
 }
 
 /* ---- what was written: every byte is a function of where it went ---- */

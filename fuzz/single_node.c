@@ -3,6 +3,7 @@
  * (see single_node.h for the checks).
  */
 #include "fuzz/single_node.h"
+#include "fuzz/fuzz_report.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,13 +13,9 @@
 static void sn_fail(const char *format, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 static void sn_fail(const char *format, ...) {
-  fprintf(stderr, "fuzz-raft-messages: contract violation: ");
   va_list arguments;
   va_start(arguments, format);
-  vfprintf(stderr, format, arguments);
-  va_end(arguments);
-  fputc('\n', stderr);
-  abort();
+  fuzz_report_and_abort("fuzz-raft-messages: contract violation: ", format, arguments);
 }
 
 static void *grow(void *items, size_t *capacity, size_t needed, size_t item_size) {
