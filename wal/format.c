@@ -20,6 +20,7 @@
 
 #define WAL_SEGMENT_PREFIX "wal-"
 #define WAL_SEGMENT_SUFFIX ".log"
+#define WAL_SPARE_SUFFIX ".spare"
 #define WAL_SEGMENT_HEX_DIGITS 16u
 /* The header checksum covers everything before itself. */
 #define WAL_RECORD_CHECKED_BYTES offsetof(wal_record_header, header_checksum)
@@ -36,6 +37,11 @@ void wal_segment_name(uint64_t sequence, char *buffer, size_t capacity) {
            (unsigned long long)sequence);
 }
 
+void wal_spare_name(uint64_t sequence, char *buffer, size_t capacity) {
+  snprintf(buffer, capacity, WAL_SEGMENT_PREFIX "%016llx" WAL_SPARE_SUFFIX,
+           (unsigned long long)sequence);
+}
+
 static int hex_digit_value(char c) {
   if (c >= '0' && c <= '9') {
     return c - '0';
@@ -48,14 +54,14 @@ static int hex_digit_value(char c) {
   return -1;
 }
 
-bool wal_segment_parse_name(const char *name, uint64_t *sequence) {
+static bool parse_name(const char *name, const char *suffix, uint64_t *sequence) {
   const size_t prefix = sizeof(WAL_SEGMENT_PREFIX) - 1;
-  const size_t suffix = sizeof(WAL_SEGMENT_SUFFIX) - 1;
-  if (strlen(name) != prefix + WAL_SEGMENT_HEX_DIGITS + suffix) {
+  const size_t suffix_length = strlen(suffix);
+  if (strlen(name) != prefix + WAL_SEGMENT_HEX_DIGITS + suffix_length) {
     return false;
   }
   if (memcmp(name, WAL_SEGMENT_PREFIX, prefix) != 0 ||
-      memcmp(name + prefix + WAL_SEGMENT_HEX_DIGITS, WAL_SEGMENT_SUFFIX, suffix) != 0) {
+      memcmp(name + prefix + WAL_SEGMENT_HEX_DIGITS, suffix, suffix_length) != 0) {
     return false;
   }
   uint64_t value = 0;
@@ -68,6 +74,14 @@ bool wal_segment_parse_name(const char *name, uint64_t *sequence) {
   }
   *sequence = value;
   return true;
+}
+
+bool wal_segment_parse_name(const char *name, uint64_t *sequence) {
+  return parse_name(name, WAL_SEGMENT_SUFFIX, sequence);
+}
+
+bool wal_spare_parse_name(const char *name, uint64_t *sequence) {
+  return parse_name(name, WAL_SPARE_SUFFIX, sequence);
 }
 
 void wal_segment_header_encode(wal_segment_header *header, uint32_t shard_id, uint64_t sequence,

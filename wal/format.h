@@ -49,7 +49,8 @@ typedef enum wal_record_type {
   WAL_RECORD_COMPACT = 4,    /* a group's entries up to index are dead */
   WAL_RECORD_REMOVE = 5,     /* a group is gone */
   WAL_RECORD_PADDING = 6,    /* fills a batch to the O_DIRECT block size; group 0 */
-  WAL_RECORD_TYPE_COUNT = 7,
+  WAL_RECORD_REWRITE = 7,    /* a group's whole live log, copied forward by GC */
+  WAL_RECORD_TYPE_COUNT = 8,
 } wal_record_type;
 
 /*
@@ -66,8 +67,8 @@ typedef struct wal_record_header {
 } wal_record_header;
 FL_STATIC_ASSERT(sizeof(wal_record_header) == 32, "record header layout");
 
-/* ENTRIES payload: this header, then per entry a wal_entry_header and its
- * data padded to 8 bytes. */
+/* ENTRIES and REWRITE payload: this header, then per entry a
+ * wal_entry_header and its data padded to 8 bytes. */
 typedef struct wal_entries_header {
   uint64_t first_index;
   uint32_t count;
@@ -107,6 +108,9 @@ static inline uint64_t wal_align(uint64_t n) {
 void wal_segment_name(uint64_t sequence, char *buffer, size_t capacity);
 /* Parses a segment file name; false for other files. */
 bool wal_segment_parse_name(const char *name, uint64_t *sequence);
+/* A dead segment kept for reuse: wal-<its old sequence>.spare. */
+void wal_spare_name(uint64_t sequence, char *buffer, size_t capacity);
+bool wal_spare_parse_name(const char *name, uint64_t *sequence);
 
 void wal_segment_header_encode(wal_segment_header *header, uint32_t shard_id, uint64_t sequence,
                                uint64_t segment_size, uint64_t torn_window, uint64_t previous_end);

@@ -192,6 +192,17 @@ int wal_index_apply_entries(wal_group_index *g, uint64_t first_index, uint32_t c
   return 0;
 }
 
+int wal_index_reset_log(wal_group_index *g, uint64_t first_index) {
+  if (first_index == 0 || first_index <= g->snapshot_index) {
+    return -EINVAL;
+  }
+  g->run_count = 0;
+  g->term_count = 0;
+  g->first_index = first_index;
+  g->last_index = first_index - 1;
+  return 0;
+}
+
 /* Entries up to `index` die; the log restarts after it when it was shorter. */
 void wal_index_apply_compact(wal_group_index *g, uint64_t index) {
   if (index < g->first_index) {

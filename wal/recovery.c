@@ -27,6 +27,9 @@ typedef struct segment_list {
   uint64_t *unfinished; /* segments left under their .tmp name */
   uint32_t unfinished_count;
   uint32_t unfinished_capacity;
+  uint64_t *spares; /* retired segments kept for reuse */
+  uint32_t spare_count;
+  uint32_t spare_capacity;
 } segment_list;
 
 static int push_sequence(uint64_t **list, uint32_t *count, uint32_t *capacity, uint64_t value) {
@@ -56,6 +59,9 @@ static int collect_segment(void *context, const char *name) {
                            sequence);
     }
     return 0;
+  }
+  if (wal_spare_parse_name(name, &sequence)) {
+    return push_sequence(&list->spares, &list->spare_count, &list->spare_capacity, sequence);
   }
   if (!wal_segment_parse_name(name, &sequence)) {
     return 0;
@@ -94,6 +100,7 @@ typedef struct scan {
   uint64_t size;
   uint64_t torn_window;
   uint64_t previous_end; /* from the header: where the previous segment ended */
+  uint64_t known_end;    /* where the successor says this one ended; 0 = unknown */
   bool newest;
   char name[64];
 } scan;
@@ -114,6 +121,9 @@ static int replay_entries(scan *s, uint64_t offset, const wal_record_header *hea
   wal_group_index *g = wal_index_get(&s->w->groups, header->group_id);
   if (g == NULL) {
     return -ENOMEM;
+  }
+  if (header->type == WAL_RECORD_REWRITE && wal_index_reset_log(g, head.first_index) != 0) {
+    return corrupt(s, offset, header->group_id, "rewritten log starts inside the snapshot");
   }
   if (head.count == 0 ||
       wal_index_apply_entries(g, head.first_index, head.count, s->sequence, offset) != 0) {
@@ -175,6 +185,7 @@ static int replay_record(scan *s, uint64_t offset) {
   }
   switch (header.type) {
   case WAL_RECORD_ENTRIES:
+  case WAL_RECORD_REWRITE:
     return replay_entries(s, offset, &header, payload);
   case WAL_RECORD_HARD_STATE: {
     wal_hard_state_payload state;
@@ -283,14 +294,23 @@ static int check_end(scan *s, uint64_t offset) {
   return 0;
 }
 
+/*
+ * A sealed segment (one with a successor) is read up to where the successor
+ * says it ended and no further: a recycled file holds stale records of its
+ * earlier life after that point. Its records must reach that point exactly;
+ * check_previous_end reports it otherwise.
+ */
 static int scan_records(scan *s, uint64_t *end) {
   uint64_t offset = WAL_SEGMENT_HEADER_AREA;
-  while (offset < s->size) {
+  uint64_t limit = s->known_end != 0 && s->known_end <= s->size ? s->known_end : s->size;
+  while (offset < limit) {
     uint64_t total = 0;
     wal_record_check check =
-        wal_record_verify(s->image + offset, s->size - offset, s->sequence, &total);
+        wal_record_verify(s->image + offset, limit - offset, s->sequence, &total);
     if (check == WAL_RECORD_END) {
-      int rc = check_end(s, offset);
+      /* In a sealed segment zeros before its known end hide records. */
+      int rc = s->known_end == 0 ? check_end(s, offset)
+                                 : corrupt(s, offset, 0, "zeroed record before valid ones");
       if (rc != 0) {
         return rc;
       }
@@ -354,8 +374,7 @@ static int load_segment(scan *s) {
 
 /* The previous segment must end where this one's header says it did. */
 static int check_previous_end(scan *s, uint64_t previous_sequence, uint64_t previous_end) {
-  if (previous_sequence + 1 != s->sequence || s->previous_end == 0 ||
-      s->previous_end == previous_end) {
+  if (previous_sequence == 0 || s->previous_end == previous_end) {
     return 0;
   }
   char previous[64];
@@ -371,9 +390,33 @@ typedef struct previous_segment {
   uint64_t end;
 } previous_segment;
 
+/* Reads where the successor's header says `sequence` ended; 0 if unknown
+ * (its header does not verify: its own load will say so). */
+static uint64_t successor_previous_end(wal *w, uint64_t successor) {
+  char name[64];
+  wal_segment_name(successor, name, sizeof(name));
+  int file = w->io->ops->open(w->io, name, false);
+  if (file < 0) {
+    return 0;
+  }
+  wal_segment_header header;
+  const char *reason = NULL;
+  int rc = w->io->ops->read(w->io, file, 0, &header, sizeof(header));
+  w->io->ops->close(w->io, file);
+  if (rc != 0 || wal_segment_header_verify(&header, successor, &reason) != 0) {
+    return 0;
+  }
+  return header.previous_end;
+}
+
 static int recover_segment(wal *w, wal_recovery_report *report, uint64_t sequence, bool newest,
-                           previous_segment *previous) {
-  scan s = {.w = w, .report = report, .sequence = sequence, .file = -1, .newest = newest};
+                           uint64_t known_end, previous_segment *previous) {
+  scan s = {.w = w,
+            .report = report,
+            .sequence = sequence,
+            .file = -1,
+            .newest = newest,
+            .known_end = known_end};
   int rc = load_segment(&s);
   uint64_t end = 0;
   if (rc == 0) {
@@ -392,6 +435,36 @@ static int recover_segment(wal *w, wal_recovery_report *report, uint64_t sequenc
   return rc;
 }
 
+/* Garbage collection removes only the oldest segments: a hole in the
+ * sequence is a lost segment, and with it acknowledged records. */
+static int check_no_gap(const segment_list *list, uint32_t i, wal_recovery_report *report) {
+  if (list->sequences[i + 1] == list->sequences[i] + 1) {
+    return 0;
+  }
+  char name[64];
+  wal_segment_name(list->sequences[i] + 1, name, sizeof(name));
+  snprintf(report->error, sizeof(report->error), "%s: missing between two segments", name);
+  return -EUCLEAN;
+}
+
+static int recover_all(wal *w, wal_recovery_report *report, const segment_list *list) {
+  previous_segment previous = {0};
+  int rc = 0;
+  for (uint32_t i = 0; i < list->count && rc == 0; i++) {
+    bool newest = i + 1 == list->count;
+    rc = newest ? 0 : check_no_gap(list, i, report);
+    /* 0 when unknown: an unreadable successor header fails its own load. */
+    uint64_t known_end = rc == 0 && !newest ? successor_previous_end(w, list->sequences[i + 1]) : 0;
+    if (rc == 0) {
+      rc = recover_segment(w, report, list->sequences[i], newest, known_end, &previous);
+    }
+  }
+  for (uint32_t i = 0; i < list->spare_count && rc == 0; i++) {
+    rc = wal_spare_register(w, list->spares[i]);
+  }
+  return rc;
+}
+
 int wal_recover(wal *w, wal_recovery_report *report) {
   segment_list list = {0};
   int rc = w->io->ops->list(w->io, collect_segment, &list);
@@ -401,11 +474,14 @@ int wal_recover(wal *w, wal_recovery_report *report) {
   if (list.count > 1) {
     qsort(list.sequences, list.count, sizeof(uint64_t), compare_sequences);
   }
-  previous_segment previous = {0};
-  for (uint32_t i = 0; i < list.count && rc == 0; i++) {
-    rc = recover_segment(w, report, list.sequences[i], i + 1 == list.count, &previous);
+  if (list.spare_count > 1) {
+    qsort(list.spares, list.spare_count, sizeof(uint64_t), compare_sequences);
+  }
+  if (rc == 0) {
+    rc = recover_all(w, report, &list);
   }
   free(list.sequences);
   free(list.unfinished);
+  free(list.spares);
   return rc;
 }

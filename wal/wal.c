@@ -23,6 +23,8 @@ void wal_options_default(wal_options *options) {
       .segment_bytes = 64u << 20,
       .batch_bytes = 4u << 20,
       .pipeline_depth = 2,
+      .spare_segments = 2,
+      .cache_batches = 2,
   };
 }
 
@@ -34,8 +36,8 @@ static int check_options(const wal_options *o) {
   bool ok = o->segment_bytes >= (1u << 16) && o->segment_bytes <= FL_WAL_MAX_SEGMENT_BYTES &&
             o->batch_bytes >= 2 * WAL_DIRECT_ALIGN &&
             o->batch_bytes <= o->segment_bytes - WAL_SEGMENT_HEADER_AREA &&
-            o->pipeline_depth >= 1 && o->pipeline_depth <= 16 &&
-            (o->io != NULL || o->directory != NULL);
+            o->pipeline_depth >= 1 && o->pipeline_depth <= 16 && o->spare_segments <= 64 &&
+            o->cache_batches <= 64 && (o->io != NULL || o->directory != NULL);
   bool aligned = o->batch_bytes % WAL_DIRECT_ALIGN == 0 && o->segment_bytes % WAL_DIRECT_ALIGN == 0;
   return ok && (aligned || !o->direct) ? 0 : -EINVAL;
 }
@@ -97,7 +99,10 @@ int wal_segment_open_new(wal *w, uint64_t sequence) {
   wal_segment_name(sequence, name, sizeof(name));
   temporary_name(sequence, temporary, sizeof(temporary));
   const wal_io_ops *io = w->io->ops;
-  int rc = prepare_segment(w, sequence);
+  int rc = wal_spare_prepare(w, sequence, temporary);
+  if (rc == 1) {
+    rc = prepare_segment(w, sequence); /* no spare: a fresh preallocated file */
+  }
   if (rc == 0) {
     rc = io->rename(w->io, temporary, name);
   }
@@ -134,8 +139,11 @@ static const wal_segment *find_segment(const wal *w, uint64_t sequence) {
 
 /* ---- open and close --------------------------------------------------------- */
 
+/* The ring: one filling, pipeline_depth in flight, and cache_batches that
+ * keep their bytes after completion so reads of recent entries (a follower
+ * just behind) are served from memory. */
 static int allocate_batches(wal *w) {
-  w->batch_count = w->options.pipeline_depth + 1;
+  w->batch_count = w->options.pipeline_depth + 1 + w->options.cache_batches;
   w->batches = calloc(w->batch_count, sizeof(*w->batches));
   if (w->batches == NULL) {
     return -ENOMEM;
@@ -174,6 +182,7 @@ static void release(wal *w) {
   free(w->batches);
   free(w->segments);
   free(w->scratch);
+  wal_spares_release(w);
   wal_index_release(&w->groups);
   free(w);
 }
@@ -236,7 +245,7 @@ static wal_batch *filling(wal *w) {
   return &w->batches[w->filling];
 }
 
-static int drain(wal *w) {
+int wal_drain(wal *w) {
   while (w->in_flight > 0 && w->failure == 0) {
     int rc = wal_poll(w, true);
     if (rc < 0) {
@@ -267,7 +276,7 @@ static int reserve_record(wal *w, uint64_t bytes, uint8_t **slot, uint64_t *offs
     if (b->used > 0) {
       return -ENOBUFS;
     }
-    int rc = drain(w);
+    int rc = wal_drain(w);
     if (rc == 0) {
       rc = wal_segment_open_new(w, head_segment(w)->sequence + 1);
       w->stats.segments = w->segment_count;
@@ -364,15 +373,14 @@ static int check_entries(const wal *w, uint64_t group, const wal_entry *entries,
   return 0;
 }
 
-int wal_append(wal *w, uint64_t group, const wal_entry *entries, uint32_t count,
-               wal_request *request) {
-  int rc = group == 0 ? -EINVAL : check_entries(w, group, entries, count);
+/* Queues an ENTRIES record, or a REWRITE record that first empties the
+ * group's log (the entries are then its whole live log). */
+static int queue_entries_record(wal *w, uint8_t type, uint64_t group, const wal_entry *entries,
+                                uint32_t count, wal_request *request) {
   uint64_t payload = entries_payload_bytes(entries, count);
   uint8_t *slot = NULL;
   uint64_t offset = 0;
-  if (rc == 0) {
-    rc = reserve_record(w, wal_align(sizeof(wal_record_header) + payload), &slot, &offset);
-  }
+  int rc = reserve_record(w, wal_align(sizeof(wal_record_header) + payload), &slot, &offset);
   if (rc != 0) {
     return rc;
   }
@@ -380,17 +388,48 @@ int wal_append(wal *w, uint64_t group, const wal_entry *entries, uint32_t count,
   if (g == NULL) {
     return -ENOMEM;
   }
-  rc = wal_index_apply_entries(g, entries[0].index, count, filling(w)->segment, offset);
+  if (type == WAL_RECORD_REWRITE) {
+    rc = wal_index_reset_log(g, entries[0].index);
+  }
+  if (rc == 0) {
+    rc = wal_index_apply_entries(g, entries[0].index, count, filling(w)->segment, offset);
+  }
   for (uint32_t i = 0; i < count && rc == 0; i++) {
     rc = wal_index_note_term(g, entries[i].index, entries[i].term);
   }
   if (rc != 0) {
-    return rc; /* only out of memory or a term going back: checked above */
+    return rc; /* only out of memory or a term going back: checked before */
   }
   encode_entries(slot + sizeof(wal_record_header), entries, count);
-  commit_record(w, slot, WAL_RECORD_ENTRIES, group, (uint32_t)payload);
+  commit_record(w, slot, type, group, (uint32_t)payload);
   attach_request(w, request);
   return 0;
+}
+
+int wal_append(wal *w, uint64_t group, const wal_entry *entries, uint32_t count,
+               wal_request *request) {
+  int rc = group == 0 ? -EINVAL : check_entries(w, group, entries, count);
+  if (rc != 0) {
+    return rc;
+  }
+  return queue_entries_record(w, WAL_RECORD_ENTRIES, group, entries, count, request);
+}
+
+int wal_queue_rewrite(wal *w, uint64_t group, const wal_entry *entries, uint32_t count) {
+  const wal_group_index *g = wal_index_find(&w->groups, group);
+  if (g == NULL || count == 0 || entries[0].index != g->first_index ||
+      entries[count - 1].index != g->last_index) {
+    return -EINVAL; /* a rewrite carries exactly the whole live log */
+  }
+  return queue_entries_record(w, WAL_RECORD_REWRITE, group, entries, count, NULL);
+}
+
+uint64_t wal_record_payload_limit(const wal *w) {
+  return w->options.batch_bytes - padding_reserve(w) - sizeof(wal_record_header);
+}
+
+uint64_t wal_entries_payload_bytes(const wal_entry *entries, uint32_t count) {
+  return entries_payload_bytes(entries, count);
 }
 
 static int queue_small_record(wal *w, uint8_t type, uint64_t group, const void *payload,
@@ -504,7 +543,7 @@ int wal_flush(wal *w) {
   if (w->options.direct) {
     pad_batch(w);
   }
-  while (w->in_flight + 1 >= w->batch_count) {
+  while (w->in_flight >= w->options.pipeline_depth) {
     int rc = wal_poll(w, true); /* the pipeline is full: wait for the disk */
     if (rc < 0) {
       return rc;
@@ -623,13 +662,13 @@ uint8_t *wal_scratch(wal *w, size_t bytes) {
   return grow_scratch(w, bytes) == 0 ? w->scratch : NULL;
 }
 
-/* A batch not yet durable holding the record, whose bytes are in memory. */
+/* A batch holding the record in memory: not yet durable, or durable and
+ * kept as cache (a free batch keeps its bytes until it fills again). A
+ * (segment, offset) names one record for good: sequences are never reused. */
 static const uint8_t *record_in_batch(const wal *w, uint64_t segment, uint64_t offset) {
   for (uint32_t i = 0; i < w->batch_count; i++) {
     const wal_batch *b = &w->batches[i];
-    bool live = b->state == WAL_BATCH_FILLING || b->state == WAL_BATCH_IN_FLIGHT ||
-                b->state == WAL_BATCH_DONE;
-    if (live && b->segment == segment && offset >= b->offset && offset < b->offset + b->used) {
+    if (b->segment == segment && offset >= b->offset && offset < b->offset + b->used) {
       return b->buffer + (offset - b->offset);
     }
   }
@@ -640,8 +679,10 @@ int wal_load_record(wal *w, uint64_t segment, uint64_t offset, const uint8_t **r
   const uint8_t *in_memory = record_in_batch(w, segment, offset);
   if (in_memory != NULL) {
     *record = in_memory;
+    w->stats.records_read_from_memory++;
     return 0;
   }
+  w->stats.records_read_from_disk++;
   const wal_segment *s = find_segment(w, segment);
   wal_record_header header;
   int rc = s == NULL ? -ENOENT : w->io->ops->read(w->io, s->file, offset, &header, sizeof(header));
@@ -790,114 +831,4 @@ int wal_groups(const wal *w, void (*callback)(void *context, uint64_t group), vo
     }
   }
   return 0;
-}
-
-/* ---- space: deleting dead segments ------------------------------------- */
-
-static uint64_t oldest_reference(const wal_group_index *g, bool count_markers) {
-  uint64_t oldest = UINT64_MAX;
-  if (g->run_count > 0) {
-    oldest = g->runs[0].segment;
-  }
-  if (count_markers && g->hard_state_segment != 0 && g->hard_state_segment < oldest) {
-    oldest = g->hard_state_segment;
-  }
-  if (count_markers && g->snapshot_index != 0 && g->snapshot_segment < oldest) {
-    oldest = g->snapshot_segment;
-  }
-  return oldest;
-}
-
-/* The oldest segment anything live refers to (the head when nothing does). */
-static uint64_t oldest_live_segment(const wal *w, bool count_markers) {
-  uint64_t oldest = head_segment(w)->sequence;
-  for (uint32_t i = 0; i < w->groups.capacity; i++) {
-    const wal_group_index *g = &w->groups.slots[i];
-    if (g->id != 0) {
-      uint64_t reference = oldest_reference(g, count_markers);
-      oldest = reference < oldest ? reference : oldest;
-    }
-  }
-  return oldest;
-}
-
-static int resave_marker(wal *w, wal_group_index *g) {
-  int rc = 0;
-  if (g->hard_state_segment != 0) {
-    wal_hard_state state = g->hard_state;
-    rc = wal_save_hard_state(w, g->id, &state, NULL);
-  }
-  if (rc == 0 && g->snapshot_index != 0) {
-    uint8_t *data = malloc(g->snapshot_length ? g->snapshot_length : 1);
-    uint32_t length = 0;
-    rc = data == NULL ? -ENOMEM : wal_snapshot_data(w, g->id, data, g->snapshot_length, &length);
-    if (rc == 0) {
-      rc = wal_save_snapshot(w, g->id, g->snapshot_index, g->snapshot_term, data, length, NULL);
-    }
-    free(data);
-  }
-  return rc;
-}
-
-/* Markers older than every live entry are copied forward to the head. */
-static int resave_pinning_markers(wal *w) {
-  uint64_t entries_floor = oldest_live_segment(w, false);
-  for (uint32_t i = 0; i < w->groups.capacity; i++) {
-    wal_group_index *g = &w->groups.slots[i];
-    if (g->id == 0 || oldest_reference(g, true) >= entries_floor) {
-      continue;
-    }
-    int rc = resave_marker(w, g);
-    if (rc == -ENOBUFS) {
-      rc = wal_flush(w);
-      if (rc == 0) {
-        rc = resave_marker(w, g);
-      }
-    }
-    if (rc != 0) {
-      return rc;
-    }
-  }
-  return 0;
-}
-
-static int delete_segments_before(wal *w, uint64_t sequence) {
-  uint32_t deleted = 0;
-  while (deleted + 1 < w->segment_count && w->segments[deleted].sequence < sequence) {
-    char name[64];
-    wal_segment_name(w->segments[deleted].sequence, name, sizeof(name));
-    w->io->ops->close(w->io, w->segments[deleted].file);
-    int rc = w->io->ops->unlink(w->io, name);
-    if (rc != 0) {
-      return rc;
-    }
-    deleted++;
-  }
-  memmove(w->segments, w->segments + deleted, (w->segment_count - deleted) * sizeof(wal_segment));
-  w->segment_count -= deleted;
-  w->stats.segments = w->segment_count;
-  if (deleted > 0) {
-    int rc = w->io->ops->sync_directory(w->io);
-    if (rc != 0) {
-      return rc;
-    }
-  }
-  return (int)deleted;
-}
-
-int wal_collect_garbage(wal *w) {
-  if (w->failure != 0) {
-    return w->failure;
-  }
-  int rc = resave_pinning_markers(w);
-  if (rc == 0) {
-    rc = wal_flush(w);
-  }
-  if (rc == 0) {
-    rc = drain(w); /* the copies must be durable before the originals go */
-  }
-  if (rc != 0) {
-    return rc;
-  }
-  return delete_segments_before(w, oldest_live_segment(w, true));
 }

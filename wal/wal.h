@@ -37,6 +37,8 @@ typedef struct wal_options {
   uint32_t batch_bytes;    /* one submission's buffer (default 4 MiB) */
   uint32_t pipeline_depth; /* batches in flight at once (default 2) */
   bool direct;             /* O_DIRECT with the io_uring backend */
+  uint32_t spare_segments; /* dead segments kept for reuse instead of deleted (default 2) */
+  uint32_t cache_batches;  /* durable batches kept in memory for reads (default 2) */
 } wal_options;
 
 void wal_options_default(wal_options *options);
@@ -101,11 +103,14 @@ int wal_compact(wal *w, uint64_t group, uint64_t index);
 int wal_remove_group(wal *w, uint64_t group, wal_request *request);
 
 /*
- * Keeps disk use bounded: re-saves the hard states and snapshot markers that
- * alone keep the oldest segments alive, waits until they are durable, then
- * deletes every oldest segment no live entry, hard state or marker refers
- * to. Blocks on the disk; call it after compactions, not per write.
- * Returns the number of segments deleted, or a negative errno.
+ * Keeps disk use bounded. When the oldest half of the segments is pinned by
+ * a few groups, copies forward what pins it: hard states and snapshot
+ * markers are re-saved, and a lagging group's whole live log is rewritten at
+ * the head as one REWRITE record (when it fits in a batch). Waits until the
+ * copies are durable, then retires every oldest segment nothing live refers
+ * to: kept as a spare for reuse (up to spare_segments) or deleted. Blocks on
+ * the disk; call it after compactions, not per write. Returns the number of
+ * segments retired, or a negative errno.
  */
 int wal_collect_garbage(wal *w);
 
@@ -154,6 +159,12 @@ typedef struct wal_stats {
   uint64_t bytes_written;
   uint64_t syncs;
   uint32_t segments;
+  uint32_t spares;
+  uint64_t segments_recycled; /* new segments made from spares */
+  uint64_t groups_rewritten;  /* REWRITE records written by garbage collection */
+  uint64_t bytes_rewritten;
+  uint64_t records_read_from_memory; /* wal_read served by a batch still in memory */
+  uint64_t records_read_from_disk;
 } wal_stats;
 
 void wal_get_stats(const wal *w, wal_stats *out);

@@ -95,6 +95,9 @@ struct wal {
   uint32_t in_flight; /* batches submitted, not yet completed in order */
   uint64_t next_batch_id;
 
+  uint64_t *spares; /* old sequences of spare files, oldest first */
+  uint32_t spare_count;
+
   wal_group_table groups;
   uint8_t *scratch; /* record reads */
   size_t scratch_bytes;
@@ -112,6 +115,10 @@ void wal_index_release(wal_group_table *table);
 int wal_index_apply_entries(wal_group_index *g, uint64_t first_index, uint32_t count,
                             uint64_t segment, uint64_t offset);
 int wal_index_note_term(wal_group_index *g, uint64_t index, uint64_t term);
+/* The group's log becomes empty and restarts at first_index (a REWRITE
+ * record follows with the whole live log). -EINVAL at or below the
+ * snapshot index. */
+int wal_index_reset_log(wal_group_index *g, uint64_t first_index);
 int wal_index_apply_snapshot(wal_group_index *g, uint64_t index, uint64_t term, uint64_t segment,
                              uint64_t offset, uint32_t length);
 void wal_index_apply_compact(wal_group_index *g, uint64_t index);
@@ -133,5 +140,20 @@ uint8_t *wal_scratch(wal *w, size_t bytes);
 /* Reads a whole record (header + payload) at (segment, offset) into the
  * scratch buffer, from a batch not yet durable or from the file. */
 int wal_load_record(wal *w, uint64_t segment, uint64_t offset, const uint8_t **record);
+/* Waits until every batch in flight is durable (or the WAL failed). */
+int wal_drain(wal *w);
+/* Queues a REWRITE record: entries are exactly the group's live log. */
+int wal_queue_rewrite(wal *w, uint64_t group, const wal_entry *entries, uint32_t count);
+/* The largest record payload one batch can take. */
+uint64_t wal_record_payload_limit(const wal *w);
+uint64_t wal_entries_payload_bytes(const wal_entry *entries, uint32_t count);
+
+/* space.c */
+/* Turns a spare (a recycled dead segment) into segment `sequence` under its
+ * temporary name, header written and synced. 0 when done, 1 when there was
+ * no spare to use, or a negative errno. */
+int wal_spare_prepare(wal *w, uint64_t sequence, const char *temporary_name);
+int wal_spare_register(wal *w, uint64_t sequence);
+void wal_spares_release(wal *w);
 
 #endif

@@ -14,10 +14,10 @@
 
 #include <cmocka.h>
 
+#include "tests/wal/wal_test_util.h"
 #include "wal/format.h"
 #include "wal/wal.h"
 
-#define GROUPS 8
 #define MAX_INDEX 4096
 
 typedef struct completion_log {
@@ -38,67 +38,6 @@ static void on_done(void *context, int result) {
   log->results[log->count] = result;
   log->order[log->count] = t->number;
   log->count++;
-}
-
-static wal_options small_options(wal_io *io) {
-  wal_options options;
-  wal_options_default(&options);
-  options.io = io;
-  options.segment_bytes = 256 * 1024;
-  options.batch_bytes = 32 * 1024;
-  options.pipeline_depth = 2;
-  options.shard_id = 7;
-  return options;
-}
-
-static wal *open_wal(wal_io *io, wal_recovery_report *report) {
-  wal_options options = small_options(io);
-  wal *w = NULL;
-  int rc = wal_open(&options, &w, report);
-  if (rc != 0 && report != NULL) {
-    print_error("wal_open: %d %s\n", rc, report->error);
-  }
-  assert_int_equal(rc, 0);
-  return w;
-}
-
-/* Payload of (group, index): recognisable and of varying length. */
-static uint32_t payload_of(uint64_t group, uint64_t index, uint64_t term, uint8_t *out) {
-  uint32_t length = (uint32_t)((group * 7 + index * 13) % 40);
-  for (uint32_t i = 0; i < length; i++) {
-    out[i] = (uint8_t)(group * 31 + index * 17 + term + i);
-  }
-  return length;
-}
-
-static int append_one(wal *w, uint64_t group, uint64_t index, uint64_t term, wal_request *request) {
-  uint8_t data[64];
-  wal_entry entry = {.index = index, .term = term};
-  entry.length = payload_of(group, index, term, data);
-  entry.data = data;
-  return wal_append(w, group, &entry, 1, request);
-}
-
-static void expect_entry(wal *w, uint64_t group, uint64_t index, uint64_t term) {
-  wal_entry out[1];
-  uint8_t buffer[64];
-  uint8_t expected[64];
-  uint32_t count = 0;
-  assert_int_equal(
-      wal_read(w, group, index, index + 1, 1 << 20, out, 1, &count, buffer, sizeof(buffer)), 0);
-  assert_int_equal(count, 1);
-  assert_int_equal(out[0].index, index);
-  assert_int_equal(out[0].term, term);
-  uint32_t length = payload_of(group, index, term, expected);
-  assert_int_equal(out[0].length, length);
-  assert_memory_equal(out[0].data, expected, length);
-}
-
-static void drain(wal *w) {
-  assert_int_equal(wal_flush(w), 0);
-  while (wal_in_flight(w) > 0) {
-    assert_true(wal_poll(w, true) >= 0);
-  }
 }
 
 static void test_group_commit_completes_in_order(void **state) {
@@ -226,26 +165,6 @@ static void test_torn_tail_is_truncated(void **state) {
   expect_entry(w, 1, 5, 2);
   assert_int_equal(wal_close(w), 0);
   io->ops->destroy(io);
-}
-
-/* Fills several segments with batches of every group. */
-static void fill_segments(wal *w, uint64_t *last_index, uint32_t rounds) {
-  for (uint32_t round = 0; round < rounds; round++) {
-    for (uint64_t group = 1; group <= GROUPS; group++) {
-      for (uint32_t i = 0; i < 20; i++) {
-        uint64_t index = ++last_index[group];
-        int rc = append_one(w, group, index, 1, NULL);
-        if (rc == -ENOBUFS) {
-          assert_int_equal(wal_flush(w), 0);
-          rc = append_one(w, group, index, 1, NULL);
-        }
-        assert_int_equal(rc, 0);
-      }
-    }
-    assert_int_equal(wal_flush(w), 0);
-    assert_true(wal_poll(w, false) >= 0);
-  }
-  drain(w);
 }
 
 static void test_corruption_in_an_older_segment_stops_the_open(void **state) {
@@ -556,49 +475,6 @@ static void test_direct_batches_are_block_aligned(void **state) {
   io->ops->destroy(io);
 }
 
-/* Steady load with periodic snapshots: disk use plateaus, and an idle
- * group whose only records are old markers survives the collection. */
-static void test_disk_use_plateaus(void **state) {
-  (void)state;
-  wal_io *io = wal_io_memory_create();
-  wal *w = open_wal(io, NULL);
-  const uint64_t idle = GROUPS + 1;
-  wal_hard_state idle_hard = {.term = 9, .vote = 1, .commit = 3};
-  assert_int_equal(append_one(w, idle, 1, 9, NULL), 0);
-  assert_int_equal(wal_save_hard_state(w, idle, &idle_hard, NULL), 0);
-  assert_int_equal(wal_save_snapshot(w, idle, 1, 9, "idle", 4, NULL), 0);
-  uint64_t last_index[GROUPS + 2] = {0};
-  uint32_t most_segments_late = 0;
-  for (uint32_t cycle = 0; cycle < 40; cycle++) {
-    fill_segments(w, last_index, 40);
-    for (uint64_t group = 1; group <= GROUPS; group++) {
-      uint64_t keep_from = last_index[group] - 5;
-      assert_int_equal(wal_save_snapshot(w, group, keep_from, 1, "s", 1, NULL), 0);
-    }
-    assert_true(wal_collect_garbage(w) >= 0);
-    wal_stats stats;
-    wal_get_stats(w, &stats);
-    if (cycle >= 20 && stats.segments > most_segments_late) {
-      most_segments_late = stats.segments;
-    }
-  }
-  /* 40 cycles wrote ~40 segments' worth; only a few stay */
-  assert_true(most_segments_late <= 4);
-  assert_int_equal(wal_close(w), 0);
-  w = open_wal(io, NULL);
-  wal_group_state group;
-  assert_int_equal(wal_group(w, idle, &group), 0);
-  assert_memory_equal(&group.hard_state, &idle_hard, sizeof(idle_hard));
-  assert_int_equal(group.snapshot_index, 1);
-  for (uint64_t g = 1; g <= GROUPS; g++) {
-    expect_entry(w, g, last_index[g], 1);
-    assert_int_equal(wal_group(w, g, &group), 0);
-    assert_int_equal(group.first_index, last_index[g] - 4);
-  }
-  assert_int_equal(wal_close(w), 0);
-  io->ops->destroy(io);
-}
-
 static int count_files(void *context, const char *name) {
   (void)name;
   (*(uint32_t *)context)++;
@@ -690,7 +566,6 @@ int main(void) {
       cmocka_unit_test(test_zeroed_header_in_older_segment_is_corruption),
       cmocka_unit_test(test_append_below_compaction_is_refused),
       cmocka_unit_test(test_unfinished_segment_is_removed),
-      cmocka_unit_test(test_disk_use_plateaus),
       cmocka_unit_test(test_real_directory_round_trip),
       cmocka_unit_test(test_real_directory_round_trip_direct),
       cmocka_unit_test(test_direct_batches_are_block_aligned),

@@ -32,6 +32,16 @@ static void test_segment_name_round_trip(void **state) {
   char name[32];
   wal_segment_name(0xabcull, name, sizeof(name));
   assert_string_equal(name, "wal-0000000000000abc.log");
+  /* a spare keeps its old sequence under another suffix; neither parser
+   * takes the other's names */
+  uint64_t parsed = 0;
+  wal_spare_name(0xabcull, name, sizeof(name));
+  assert_string_equal(name, "wal-0000000000000abc.spare");
+  assert_true(wal_spare_parse_name(name, &parsed));
+  assert_true(parsed == 0xabc);
+  assert_false(wal_segment_parse_name(name, &parsed));
+  assert_false(wal_spare_parse_name("wal-0000000000000abc.log", &parsed));
+  assert_false(wal_spare_parse_name("wal-0000000000000abc.spare.tmp", &parsed));
 }
 
 static void test_segment_name_rejects_other_files(void **state) {

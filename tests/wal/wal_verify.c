@@ -4,10 +4,11 @@
  *
  * ACKLOG is the writers' stdout, of every run on DIR: lines "ack GROUP
  * LAST_INDEX". Reopening the WAL (which truncates a torn tail) must give,
- * for every group, a log that starts at 1, reaches at least the highest
- * index ever acknowledged, and holds at every index exactly
- * crash_payload(group, index) with the writer's term: nothing acknowledged
- * is lost and nothing recovered differs from what was written. A last line
+ * for every group, a log that starts right after its snapshot marker (at 1
+ * without one), reaches at least the highest index ever acknowledged, and
+ * holds at every index exactly crash_payload(group, index) with the
+ * writer's term: nothing acknowledged is lost (only compacted below a
+ * snapshot) and nothing recovered differs from what was written. A last line
  * cut short (the kill landing inside a write to the log) is ignored: it
  * weakens the check, never fails it.
  *
@@ -83,7 +84,7 @@ static int check_group(wal *w, uint64_t group, uint64_t highest_acknowledged, ui
   if (rc != 0 && rc != -ENOENT) {
     return rc;
   }
-  if (state.first_index != 1 || state.last_index < highest_acknowledged) {
+  if (state.first_index != state.snapshot_index + 1 || state.last_index < highest_acknowledged) {
     fprintf(stderr,
             "wal-crash-verify: group %" PRIu64 ": recovered log %" PRIu64 "..%" PRIu64
             " but index %" PRIu64 " was acknowledged\n",
@@ -92,7 +93,7 @@ static int check_group(wal *w, uint64_t group, uint64_t highest_acknowledged, ui
   }
   static wal_entry out[READ_CHUNK];
   static uint8_t buffer[READ_CHUNK * CRASH_MAX_PAYLOAD];
-  for (uint64_t lo = 1; lo <= state.last_index;) {
+  for (uint64_t lo = state.first_index; lo <= state.last_index;) {
     uint32_t count = 0;
     rc = wal_read(w, group, lo, state.last_index + 1, sizeof(buffer), out, READ_CHUNK, &count,
                   buffer, sizeof(buffer));
@@ -109,7 +110,7 @@ static int check_group(wal *w, uint64_t group, uint64_t highest_acknowledged, ui
     }
     lo += count;
   }
-  *entries += state.last_index;
+  *entries += state.last_index - state.first_index + 1;
   return 0;
 }
 
@@ -136,13 +137,17 @@ int main(int argc, char **argv) {
     rc = check_group(w, group, acks.highest[group], &entries);
     acknowledged_entries += acks.highest[group];
   }
+  wal_stats stats;
+  wal_get_stats(w, &stats);
   wal_close(w);
   if (rc != 0) {
     fprintf(stderr, "wal-crash-verify: FAILED (%d)\n", rc);
     return 1;
   }
   printf("wal-crash-verify: ok: %" PRIu64 " acknowledgements, %" PRIu64
-         " entries acknowledged, %" PRIu64 " recovered, %u segments, torn tail %" PRIu64 " bytes\n",
-         acks.lines, acknowledged_entries, entries, report.segments, report.torn_tail_bytes);
+         " entries acknowledged, %" PRIu64
+         " live recovered, %u segments, %u spares, torn tail %" PRIu64 " bytes\n",
+         acks.lines, acknowledged_entries, entries, report.segments, stats.spares,
+         report.torn_tail_bytes);
   return 0;
 }

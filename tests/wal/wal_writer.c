@@ -10,6 +10,13 @@
  * and stdout is flushed, so a line on stdout means "acknowledged". The
  * payload of every entry is crash_payload(group, index).
  *
+ * Space is collected as it goes: every COMPACT_EVERY batches, groups 1 ..
+ * CRASH_GROUPS-1 save a snapshot marker keeping their last KEEP_ENTRIES
+ * entries, and wal_collect_garbage runs. Group CRASH_GROUPS is lagging: it
+ * writes its first LAGGING_ENTRIES entries and then nothing, never
+ * compacting, so collection must rewrite its live log forward, and retired
+ * segments come back as spares.
+ *
  * The crash test kills it with SIGKILL; SECONDS (default 10) only bounds a
  * writer nobody killed, so that a broken test never fills the disk.
  */
@@ -24,6 +31,9 @@
 /* Batches whose requests may still be pending: the WAL has at most
  * pipeline_depth in flight plus one filling, so this never waits long. */
 #define WRITER_SLOTS 8
+#define COMPACT_EVERY 32
+#define KEEP_ENTRIES 32
+#define LAGGING_ENTRIES 24
 
 typedef struct ack {
   wal_request request;
@@ -114,6 +124,9 @@ static void write_batch(writer *wr, batch_slot *slot) {
     if (next_random(wr) % 4 == 0) {
       continue; /* not every group is in every batch */
     }
+    if (group == CRASH_GROUPS && wr->next_index[group] > LAGGING_ENTRIES) {
+      continue; /* the lagging group wrote all it ever writes */
+    }
     ack *a = &slot->acks[group - 1];
     uint32_t count = 1 + (uint32_t)(next_random(wr) % 4);
     int rc = append_run(wr, group, count, a);
@@ -139,6 +152,33 @@ static void write_batch(writer *wr, batch_slot *slot) {
   fflush(stdout);
 }
 
+static int save_snapshot(writer *wr, uint64_t group, uint64_t index) {
+  int rc = wal_save_snapshot(wr->w, group, index, CRASH_TERM, "c", 1, NULL);
+  if (rc == -ENOBUFS) {
+    rc = wal_flush(wr->w);
+    rc = rc == 0 ? wal_save_snapshot(wr->w, group, index, CRASH_TERM, "c", 1, NULL) : rc;
+  }
+  return rc;
+}
+
+/* Snapshots of every group but the lagging one, then a collection. */
+static void collect_space(writer *wr) {
+  for (uint64_t group = 1; group < CRASH_GROUPS; group++) {
+    if (wr->next_index[group] <= KEEP_ENTRIES + 1) {
+      continue;
+    }
+    int rc = save_snapshot(wr, group, wr->next_index[group] - 1 - KEEP_ENTRIES);
+    if (rc != 0) {
+      fail("wal_save_snapshot", rc);
+    }
+  }
+  int rc = wal_collect_garbage(wr->w);
+  if (rc < 0) {
+    fail("wal_collect_garbage", rc);
+  }
+  fflush(stdout);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2 || argc > 3) {
     fprintf(stderr, "usage: wal-crash-writer DIR [SECONDS]\n");
@@ -156,6 +196,9 @@ int main(int argc, char **argv) {
   double deadline = now_seconds() + seconds;
   for (uint64_t n = 0; now_seconds() < deadline; n++) {
     write_batch(&wr, &wr.slots[n % WRITER_SLOTS]);
+    if (n % COMPACT_EVERY == COMPACT_EVERY - 1) {
+      collect_space(&wr);
+    }
   }
   rc = wal_close(wr.w);
   fflush(stdout);
