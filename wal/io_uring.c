@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,6 +68,7 @@ typedef struct uring_io {
   wal_io base;
   struct io_uring ring;
   int directory_fd;
+  int notify_fd; /* eventfd signalled on every completion; -1 until asked for */
   bool direct;
   unsigned queue_depth;
   uring_unit *units; /* FIFO ring of queue_depth */
@@ -508,10 +510,32 @@ static void drain_in_flight(uring_io *u) {
   }
 }
 
+/* Created on first use: a WAL driven by a loop of its own never needs it. */
+static int uring_notify_fd(wal_io *io) {
+  uring_io *u = uring_of(io);
+  if (u->notify_fd >= 0) {
+    return u->notify_fd;
+  }
+  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) {
+    return -errno;
+  }
+  int rc = io_uring_register_eventfd(&u->ring, fd);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  u->notify_fd = fd;
+  return fd;
+}
+
 static void uring_destroy(wal_io *io) {
   uring_io *u = uring_of(io);
   drain_in_flight(u);
   io_uring_queue_exit(&u->ring);
+  if (u->notify_fd >= 0) {
+    close(u->notify_fd);
+  }
   for (int i = 0; i < WAL_IO_URING_MAX_FILES; i++) {
     close_descriptors(u->files[i].fd, u->files[i].buffered_fd);
   }
@@ -534,6 +558,7 @@ static const wal_io_ops uring_ops = {
     .queue_write = uring_queue_write,
     .submit = uring_submit,
     .reap = uring_reap,
+    .notify_fd = uring_notify_fd,
     .destroy = uring_destroy,
 };
 
@@ -571,6 +596,7 @@ wal_io *wal_io_uring_create(const char *directory, unsigned queue_depth, bool di
   u->base.ops = &uring_ops;
   u->direct = direct;
   u->queue_depth = queue_depth;
+  u->notify_fd = -1;
   for (int i = 0; i < WAL_IO_URING_MAX_FILES; i++) {
     u->files[i].fd = u->files[i].buffered_fd = -1;
   }

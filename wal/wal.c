@@ -639,6 +639,10 @@ uint32_t wal_in_flight(const wal *w) {
   return w->in_flight;
 }
 
+int wal_notify_fd(wal *w) {
+  return w->io->ops->notify_fd != NULL ? w->io->ops->notify_fd(w->io) : -ENOTSUP;
+}
+
 void wal_get_stats(const wal *w, wal_stats *out) {
   *out = w->stats;
 }

@@ -64,6 +64,11 @@ typedef struct wal_io_ops {
   /* Collects up to `capacity` completions; waits for at least one when
    * `wait` is set and writes are in flight. Returns how many, or -errno. */
   int (*reap)(wal_io *io, wal_io_completion *out, int capacity, bool wait);
+  /* Optional (NULL in the in-memory twin): a file descriptor that becomes
+   * readable whenever a write may have completed, so a loop waiting on
+   * other things (sockets, timers) can wait for the disk too. Owned by the
+   * io; read it (8 bytes) to rearm. Returns the fd or a negative errno. */
+  int (*notify_fd)(wal_io *io);
   void (*destroy)(wal_io *io);
 } wal_io_ops;
 

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 #include <errno.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "wal/wal_io.h"
@@ -280,6 +281,31 @@ static void test_uring_queue_full(void **state) {
   assert_int_equal(io->ops->queue_write(io, file, 0, &iov, 1, true, 100), 0);
   assert_int_equal(io->ops->submit(io), 0);
   reap_exactly(io, out, 1);
+  io->ops->close(io, file);
+}
+
+/* The notify fd turns readable when a write completes, so a loop waiting
+ * on sockets and timers can wait for the disk too. */
+static void test_uring_notify_fd(void **state) {
+  wal_io *io = ((fixture *)*state)->io;
+  int notify = io->ops->notify_fd(io);
+  assert_true(notify >= 0);
+  assert_int_equal(io->ops->notify_fd(io), notify); /* one fd, made once */
+  struct pollfd idle = {.fd = notify, .events = POLLIN};
+  assert_int_equal(poll(&idle, 1, 0), 0); /* nothing completed yet */
+  int file = io->ops->create(io, "notify", 1 << 16);
+  static uint8_t block[512];
+  struct iovec iov = {.iov_base = block, .iov_len = sizeof(block)};
+  assert_int_equal(io->ops->queue_write(io, file, 0, &iov, 1, true, 1), 0);
+  assert_int_equal(io->ops->submit(io), 0);
+  struct pollfd ready = {.fd = notify, .events = POLLIN};
+  assert_int_equal(poll(&ready, 1, 10000), 1); /* bounded: the write completes */
+  uint64_t count = 0;
+  assert_int_equal(read(notify, &count, sizeof(count)), (ssize_t)sizeof(count));
+  assert_true(count >= 1);
+  wal_io_completion out;
+  reap_exactly(io, &out, 1);
+  assert_int_equal(out.result, 0);
   io->ops->close(io, file);
 }
 
@@ -589,6 +615,7 @@ int main(void) {
       BOTH(test_many_iovecs),
       BOTH(test_bad_handles),
       URING(test_uring_queue_full),
+      URING(test_uring_notify_fd),
       URING(test_uring_failed_write_reports_cause),
       URING(test_uring_direct),
       URING(test_uring_creates_directory),
