@@ -13,6 +13,7 @@
  */
 #include "wal/wal_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -510,6 +511,30 @@ int wal_remove_group(wal *w, uint64_t group, wal_request *request) {
     wal_index_remove(&w->groups, group);
   }
   return rc;
+}
+
+int wal_barrier(wal *w, wal_request *request) {
+  if (w->failure != 0) {
+    return w->failure;
+  }
+  if (filling(w)->used > 0) {
+    attach_request(w, request);
+    return 0;
+  }
+  if (w->in_flight == 0) {
+    return 1;
+  }
+  /* The newest batch in flight: its completion follows every earlier one. */
+  wal_batch *newest = &w->batches[(w->filling + w->batch_count - 1) % w->batch_count];
+  assert(newest->state == WAL_BATCH_IN_FLIGHT || newest->state == WAL_BATCH_DONE);
+  request->next = NULL;
+  if (newest->tail != NULL) {
+    newest->tail->next = request;
+  } else {
+    newest->head = request;
+  }
+  newest->tail = request;
+  return 0;
 }
 
 /* ---- flush and completions ---------------------------------------------- */

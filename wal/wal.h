@@ -114,6 +114,15 @@ int wal_remove_group(wal *w, uint64_t group, wal_request *request);
  */
 int wal_collect_garbage(wal *w);
 
+/*
+ * Completes `request` once everything queued so far is durable, without
+ * writing anything: it joins the filling batch when that holds records,
+ * else the newest batch in flight. Returns 0 (the callback will run), or 1
+ * when nothing is pending: all is durable already and the callback will
+ * NOT run. A driver uses it for a write that persists nothing new.
+ */
+int wal_barrier(wal *w, wal_request *request);
+
 /* Submits the batch (write + one fdatasync). 0 when there was nothing. */
 int wal_flush(wal *w);
 /* Reaps completions and runs callbacks in order. Returns the number of

@@ -561,6 +561,36 @@ static void test_append_below_compaction_is_refused(void **state) {
   io->ops->destroy(io);
 }
 
+/* A barrier completes once everything queued before it is durable, and
+ * says so at once when nothing is pending. */
+static void test_barrier(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal *w = open_wal(io, NULL);
+  completion_log log = {0};
+  tracked first = {.request = {.callback = on_done, .context = &first}, .log = &log, .number = 1};
+  tracked barrier = {
+      .request = {.callback = on_done, .context = &barrier}, .log = &log, .number = 2};
+  assert_int_equal(wal_barrier(w, &barrier.request), 1); /* nothing pending */
+  /* joins the newest batch in flight */
+  assert_int_equal(append_one(w, 1, 1, 1, &first.request), 0);
+  assert_int_equal(wal_flush(w), 0);
+  assert_int_equal(wal_barrier(w, &barrier.request), 0);
+  assert_int_equal(wal_flush(w), 0); /* nothing to write: no new batch */
+  drain(w);
+  assert_int_equal(log.count, 2);
+  assert_int_equal(log.order[0], 1);
+  assert_int_equal(log.order[1], 2);
+  /* joins the filling batch */
+  assert_int_equal(append_one(w, 1, 2, 1, NULL), 0);
+  assert_int_equal(wal_barrier(w, &barrier.request), 0);
+  assert_int_equal(log.count, 2);
+  drain(w);
+  assert_int_equal(log.count, 3);
+  assert_int_equal(wal_close(w), 0);
+  io->ops->destroy(io);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_zeroed_header_in_older_segment_is_corruption),
@@ -579,6 +609,7 @@ int main(void) {
       cmocka_unit_test(test_failed_sync_is_fatal),
       cmocka_unit_test(test_markers_survive_reopen),
       cmocka_unit_test(test_crash_at_every_batch),
+      cmocka_unit_test(test_barrier),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
