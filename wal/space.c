@@ -34,7 +34,7 @@ static uint64_t oldest_reference(const wal_group_index *g, bool count_markers) {
   if (count_markers && g->hard_state_segment != 0 && g->hard_state_segment < oldest) {
     oldest = g->hard_state_segment;
   }
-  if (count_markers && g->snapshot_index != 0 && g->snapshot_segment < oldest) {
+  if (count_markers && g->snapshot_segment != 0 && g->snapshot_segment < oldest) {
     oldest = g->snapshot_segment;
   }
   return oldest;
@@ -91,7 +91,7 @@ static int resave_markers(wal *w, uint64_t group, uint64_t watermark) {
     rc = wal_save_hard_state(w, group, &state, NULL);
   }
   g = wal_index_find(&w->groups, group);
-  if (rc == 0 && g != NULL && g->snapshot_index != 0) {
+  if (rc == 0 && g != NULL && g->snapshot_segment != 0) {
     uint8_t *data = malloc(g->snapshot_length ? g->snapshot_length : 1);
     uint32_t length = 0;
     uint64_t index = g->snapshot_index;

@@ -813,7 +813,8 @@ int wal_group(const wal *w, uint64_t group, wal_group_state *out) {
                            .last_index = g->last_index,
                            .hard_state = g->hard_state,
                            .snapshot_index = g->snapshot_index,
-                           .snapshot_term = g->snapshot_term};
+                           .snapshot_term = g->snapshot_term,
+                           .has_snapshot = g->snapshot_segment != 0};
   return 0;
 }
 
@@ -837,7 +838,7 @@ int wal_term_runs(const wal *w, uint64_t group,
 
 int wal_snapshot_data(wal *w, uint64_t group, void *buffer, uint32_t capacity, uint32_t *length) {
   const wal_group_index *g = wal_index_find(&w->groups, group);
-  if (g == NULL || g->snapshot_index == 0) {
+  if (g == NULL || g->snapshot_segment == 0) {
     return -ENOENT;
   }
   *length = g->snapshot_length;

@@ -95,7 +95,8 @@ int wal_close(wal *w);
 int wal_append(wal *w, uint64_t group, const wal_entry *entries, uint32_t count,
                wal_request *request);
 int wal_save_hard_state(wal *w, uint64_t group, const wal_hard_state *state, wal_request *request);
-/* A snapshot covering the group's log up to index: entries up to it die. */
+/* A snapshot covering the group's log up to index: entries up to it die.
+ * Index 0 is allowed: it records a new group's initial state (data). */
 int wal_save_snapshot(wal *w, uint64_t group, uint64_t index, uint64_t term, const void *data,
                       uint32_t length, wal_request *request);
 /* Entries up to and including index are no longer needed. */
@@ -142,6 +143,7 @@ typedef struct wal_group_state {
   wal_hard_state hard_state;
   uint64_t snapshot_index;
   uint64_t snapshot_term;
+  bool has_snapshot; /* a marker exists (index 0 is a valid marker: a bootstrap) */
 } wal_group_state;
 
 /* -ENOENT for an unknown group. */

@@ -591,6 +591,36 @@ static void test_barrier(void **state) {
   io->ops->destroy(io);
 }
 
+/* A marker at index 0 records a new group's initial state: it survives a
+ * reopen and garbage collection, and the log starts at 1 after it. */
+static void test_bootstrap_marker_at_index_zero(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal *w = open_wal(io, NULL);
+  assert_int_equal(wal_save_snapshot(w, 5, 0, 0, "conf", 4, NULL), 0);
+  wal_group_state group;
+  assert_int_equal(wal_group(w, 5, &group), 0);
+  assert_true(group.has_snapshot);
+  assert_int_equal(group.snapshot_index, 0);
+  assert_int_equal(append_one(w, 5, 1, 1, NULL), 0);
+  drain(w);
+  assert_int_equal(wal_close(w), 0);
+  w = open_wal(io, NULL);
+  assert_int_equal(wal_group(w, 5, &group), 0);
+  assert_true(group.has_snapshot);
+  assert_int_equal(group.first_index, 1);
+  assert_int_equal(group.last_index, 1);
+  char data[8];
+  uint32_t length = 0;
+  assert_int_equal(wal_snapshot_data(w, 5, data, sizeof(data), &length), 0);
+  assert_int_equal(length, 4);
+  assert_memory_equal(data, "conf", 4);
+  expect_entry(w, 5, 1, 1);
+  assert_int_equal(wal_group(w, 6, &group), -ENOENT);
+  assert_int_equal(wal_close(w), 0);
+  io->ops->destroy(io);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_zeroed_header_in_older_segment_is_corruption),
@@ -610,6 +640,7 @@ int main(void) {
       cmocka_unit_test(test_markers_survive_reopen),
       cmocka_unit_test(test_crash_at_every_batch),
       cmocka_unit_test(test_barrier),
+      cmocka_unit_test(test_bootstrap_marker_at_index_zero),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
