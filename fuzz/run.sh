@@ -15,7 +15,7 @@ fi
 build=$1
 seconds=${2:-30}
 here=$(cd "$(dirname "$0")" && pwd)
-targets=(fuzz-raft-cluster fuzz-raft-messages fuzz-wal-recovery fuzz-wire)
+targets=(fuzz-raft-cluster fuzz-raft-messages fuzz-wal-recovery fuzz-wire fuzz-resp)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/flotilla-fuzz.XXXXXX")
 failed=0
