@@ -1,0 +1,693 @@
+/*
+ * flotilla_bench.c - flotilla-bench, the main job (`make demo`): a cluster
+ * of engines on loopback (three in this process by default), G groups
+ * replicated on every node, fsync on, driven by a load of KV writes (and
+ * optionally reads), ending with a table of throughput, latency and costs,
+ * each with its ratio to the target.
+ *
+ *   flotilla-bench [--nodes N] [--groups N] [--shards N] [--payload BYTES]
+ *                  [--concurrency N] [--seconds N] [--read-ratio R]
+ *                  [--half-load-seconds N] [--dir PATH] [--json] [--plot FILE.png]
+ *
+ * Two phases: a closed loop (every group keeps `concurrency` commands in
+ * flight: each completion issues the next) gives the peak; then an open
+ * loop at half that rate, paced every millisecond, gives the latency at
+ * half load (the target is p99 <= 5 ms there). Latency is measured from
+ * the moment a command is issued (open loop: from when it was due) to its
+ * callback, which runs after commit (a majority fsynced) and apply.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "flotilla.h"
+
+#define TARGET_WRITES_PER_SECOND 1e6
+#define TARGET_P99_HALF_LOAD_MS 5.0
+#define MAX_NODES 5
+#define MAX_SAMPLES_SECONDS 3600
+
+/* ---- latency histograms: log-linear, 1 us resolution below 128 us, then
+ * 64 sub-buckets per power of two (under 1.6% error) ---- */
+
+#define HISTOGRAM_BUCKETS (128 + 40 * 64)
+
+typedef struct histogram {
+  _Atomic uint64_t counts[HISTOGRAM_BUCKETS];
+  _Atomic uint64_t max_us;
+} histogram;
+
+static uint32_t bucket_of(uint64_t us) {
+  if (us < 128) {
+    return (uint32_t)us;
+  }
+  uint32_t msb = 63u - (uint32_t)__builtin_clzll(us);
+  uint32_t shift = msb - 6;
+  uint32_t index = 128 + (msb - 7) * 64 + (uint32_t)((us >> shift) - 64);
+  return index < HISTOGRAM_BUCKETS ? index : HISTOGRAM_BUCKETS - 1;
+}
+
+static double value_of(uint32_t bucket) {
+  if (bucket < 128) {
+    return bucket;
+  }
+  uint32_t msb = (bucket - 128) / 64 + 7;
+  uint32_t sub = (bucket - 128) % 64 + 64;
+  return ldexp(sub + 0.5, (int)msb - 6);
+}
+
+static void histogram_record(histogram *h, uint64_t us) {
+  atomic_fetch_add_explicit(&h->counts[bucket_of(us)], 1, memory_order_relaxed);
+  uint64_t max = atomic_load_explicit(&h->max_us, memory_order_relaxed);
+  while (us > max && !atomic_compare_exchange_weak(&h->max_us, &max, us)) {
+  }
+}
+
+static double histogram_percentile(histogram *h, double fraction) {
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < HISTOGRAM_BUCKETS; i++) {
+    total += atomic_load(&h->counts[i]);
+  }
+  uint64_t rank = (uint64_t)ceil(fraction * (double)total);
+  uint64_t seen = 0;
+  for (uint32_t i = 0; i < HISTOGRAM_BUCKETS; i++) {
+    seen += atomic_load(&h->counts[i]);
+    if (seen >= rank && seen > 0) {
+      return value_of(i) / 1000.0;
+    }
+  }
+  return 0;
+}
+
+/* ---- settings ---- */
+
+typedef struct settings {
+  uint32_t nodes;
+  uint32_t groups;
+  uint32_t shards;
+  uint32_t payload;
+  uint32_t concurrency;
+  double seconds;
+  double half_load_seconds;
+  double read_ratio;
+  double half_load_rate; /* 0: half the measured peak */
+  const char *dir;
+  const char *plot;
+  bool json;
+} settings;
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: flotilla-bench [options]\n"
+               "  --nodes N              replicas, each an engine in this process (default 3)\n"
+               "  --groups N             Raft groups, each on every node (default 64)\n"
+               "  --shards N             shards (threads) per engine (default 1)\n"
+               "  --payload BYTES        value size of each write (default 16)\n"
+               "  --concurrency N        commands in flight per group, closed loop (default 64)\n"
+               "  --seconds N            closed-loop phase (default 10)\n"
+               "  --half-load-seconds N  open-loop phase at half the peak (default 5; 0 skips)\n"
+               "  --half-load-rate R     writes/s of the open-loop phase instead of half the peak\n"
+               "  --read-ratio R         fraction of linearizable reads, 0..1 (default 0)\n"
+               "  --dir PATH             data directory (default: fresh under /var/tmp)\n"
+               "  --json                 one JSON object instead of the table\n"
+               "  --plot FILE.png        throughput over time and latency (needs gnuplot)\n");
+}
+
+static bool parse_number(const char *text, double low, double high, double *out) {
+  char *end = NULL;
+  errno = 0;
+  double value = strtod(text, &end);
+  if (errno != 0 || end == text || *end != '\0' || value < low || value > high) {
+    return false;
+  }
+  *out = value;
+  return true;
+}
+
+static int parse_option(settings *s, const char *name, const char *value) {
+  double number = 0;
+  struct {
+    const char *name;
+    double low, high;
+    void *target;
+    bool integer;
+  } table[] = {
+      {"--nodes", 1, MAX_NODES, &s->nodes, true},
+      {"--groups", 1, 1e6, &s->groups, true},
+      {"--shards", 1, 64, &s->shards, true},
+      {"--payload", 0, 1 << 20, &s->payload, true},
+      {"--concurrency", 1, 4096, &s->concurrency, true},
+      {"--seconds", 0.1, MAX_SAMPLES_SECONDS, &s->seconds, false},
+      {"--half-load-seconds", 0, MAX_SAMPLES_SECONDS, &s->half_load_seconds, false},
+      {"--read-ratio", 0, 1, &s->read_ratio, false},
+      {"--half-load-rate", 0, 1e8, &s->half_load_rate, false},
+  };
+  for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+    if (strcmp(name, table[i].name) != 0) {
+      continue;
+    }
+    if (value == NULL || !parse_number(value, table[i].low, table[i].high, &number)) {
+      fprintf(stderr, "flotilla-bench: %s needs a number in [%g, %g]\n", name, table[i].low,
+              table[i].high);
+      return -1;
+    }
+    if (table[i].integer) {
+      *(uint32_t *)table[i].target = (uint32_t)number;
+    } else {
+      *(double *)table[i].target = number;
+    }
+    return 2;
+  }
+  if (strcmp(name, "--dir") == 0 || strcmp(name, "--plot") == 0) {
+    if (value == NULL) {
+      fprintf(stderr, "flotilla-bench: %s needs a path\n", name);
+      return -1;
+    }
+    *(strcmp(name, "--dir") == 0 ? &s->dir : &s->plot) = value;
+    return 2;
+  }
+  if (strcmp(name, "--json") == 0) {
+    s->json = true;
+    return 1;
+  }
+  fprintf(stderr, "flotilla-bench: unknown option %s\n", name);
+  return -1;
+}
+
+static int parse_settings(int argc, char **argv, settings *s) {
+  *s = (settings){.nodes = 3,
+                  .groups = 64,
+                  .shards = 1,
+                  .payload = 16,
+                  .concurrency = 64,
+                  .seconds = 10,
+                  .half_load_seconds = 5};
+  for (int i = 1; i < argc;) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      exit(0);
+    }
+    int used = parse_option(s, argv[i], i + 1 < argc ? argv[i + 1] : NULL);
+    if (used < 0) {
+      usage(stderr);
+      return -1;
+    }
+    i += used;
+  }
+  return 0;
+}
+
+/* ---- the cluster ---- */
+
+typedef struct bench bench;
+
+typedef struct slot {
+  bench *b;
+  uint64_t group;
+  uint32_t leader_guess; /* node index */
+  uint64_t started_ns;
+  char key[32];
+  uint32_t key_length;
+} slot;
+
+struct bench {
+  settings s;
+  char directory[256];
+  fl_node_address nodes[MAX_NODES];
+  fl_engine *engines[MAX_NODES];
+  uint8_t *value;
+  slot *slots;
+  uint32_t slot_count;
+  atomic_bool stopping;
+  atomic_bool open_loop; /* completions do not issue the next command */
+  _Atomic uint64_t completed;
+  _Atomic uint64_t errors;
+  _Atomic uint64_t in_flight;
+  histogram *latency; /* of the current phase */
+  histogram closed_latency;
+  histogram half_latency;
+  double per_second[MAX_SAMPLES_SECONDS];
+  uint32_t samples;
+};
+
+static uint64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static double cpu_seconds(void) {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec / 1e6 +
+         (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6;
+}
+
+static bool port_free(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in address = {
+      .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  bool ok = bind(fd, (struct sockaddr *)&address, sizeof(address)) == 0;
+  close(fd);
+  return ok;
+}
+
+static uint16_t find_ports(uint32_t span) {
+  for (uint32_t base = 30000u + (uint32_t)(getpid() % 97) * 64; base + span < 60000u;
+       base += span) {
+    bool all = true;
+    for (uint32_t i = 0; i < span && all; i++) {
+      all = port_free((uint16_t)(base + i));
+    }
+    if (all) {
+      return (uint16_t)base;
+    }
+  }
+  return 0;
+}
+
+static int start_engines(bench *b) {
+  if (b->s.dir != NULL) {
+    snprintf(b->directory, sizeof(b->directory), "%s", b->s.dir);
+  } else {
+    snprintf(b->directory, sizeof(b->directory), "/var/tmp/flotilla-bench-XXXXXX");
+    if (mkdtemp(b->directory) == NULL) {
+      return FL_E_IO;
+    }
+  }
+  uint16_t base = find_ports(b->s.nodes * b->s.shards);
+  if (base == 0) {
+    return FL_E_IO;
+  }
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    b->nodes[i] = (fl_node_address){.node_id = i + 1, .port = (uint16_t)(base + i * b->s.shards)};
+    snprintf(b->nodes[i].host, sizeof(b->nodes[i].host), "127.0.0.1");
+  }
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    char directory[512];
+    snprintf(directory, sizeof(directory), "%s/node-%u", b->directory, i + 1);
+    fl_options options;
+    fl_options_default(&options);
+    options.node_id = i + 1;
+    options.data_dir = directory;
+    options.nodes = b->nodes;
+    options.node_count = b->s.nodes;
+    options.shard_count = b->s.shards;
+    options.log_level = 3; /* peers going down at the end are expected */
+    int rc = fl_engine_open(&options, &b->engines[i]);
+    if (rc != 0) {
+      fprintf(stderr, "flotilla-bench: node %u: %s\n", i + 1, fl_strerror(rc));
+      return rc;
+    }
+  }
+  return 0;
+}
+
+static void stop_engines(bench *b) {
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    fl_engine_close(b->engines[i]);
+  }
+  if (b->s.dir == NULL) {
+    char command[512];
+    snprintf(command, sizeof(command), "rm -rf '%s'", b->directory);
+    if (system(command) != 0) {
+      fprintf(stderr, "flotilla-bench: could not remove %s\n", b->directory);
+    }
+  }
+}
+
+static uint32_t leader_of(bench *b, uint64_t group) {
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    fl_group_status status;
+    if (fl_group_status_get(b->engines[i], group, &status) == 0 && status.role == FL_LEADER) {
+      return i;
+    }
+  }
+  return UINT32_MAX;
+}
+
+static int create_groups(bench *b) {
+  uint64_t members[MAX_NODES];
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    members[i] = i + 1;
+  }
+  for (uint64_t group = 1; group <= b->s.groups; group++) {
+    for (uint32_t i = 0; i < b->s.nodes; i++) {
+      int rc = fl_group_create(b->engines[i], group, members, b->s.nodes);
+      if (rc != 0) {
+        return rc;
+      }
+    }
+  }
+  uint64_t deadline = now_ns() + 30ull * 1000000000ull;
+  for (uint64_t group = 1; group <= b->s.groups; group++) {
+    while (leader_of(b, group) == UINT32_MAX) {
+      if (now_ns() > deadline) {
+        fprintf(stderr, "flotilla-bench: group %llu elected no leader\n",
+                (unsigned long long)group);
+        return FL_E_TIMEOUT;
+      }
+      usleep(2000); /* polling the status: an election takes ticks */
+    }
+  }
+  return 0;
+}
+
+/* ---- the load ---- */
+
+static void issue(slot *sl);
+
+static void finish(slot *sl, int status) {
+  bench *b = sl->b;
+  if (status == 0 || status == FL_E_NOT_FOUND) {
+    histogram_record(b->latency, (now_ns() - sl->started_ns) / 1000);
+    atomic_fetch_add_explicit(&b->completed, 1, memory_order_relaxed);
+  } else {
+    atomic_fetch_add_explicit(&b->errors, 1, memory_order_relaxed);
+    sl->leader_guess = (sl->leader_guess + 1) % b->s.nodes; /* look elsewhere */
+  }
+}
+
+static void on_write(void *context, int status, const fl_result *result) {
+  (void)result;
+  slot *sl = context;
+  finish(sl, status);
+  issue(sl);
+}
+
+static void on_read(void *context, int status, const uint8_t *value, uint32_t length) {
+  (void)value;
+  (void)length;
+  slot *sl = context;
+  finish(sl, status);
+  issue(sl);
+}
+
+/* Issues the slot's next command, or retires the slot when stopping. Runs
+ * on shard threads (from callbacks): only asynchronous calls. */
+static void issue(slot *sl) {
+  bench *b = sl->b;
+  if (atomic_load_explicit(&b->stopping, memory_order_relaxed) ||
+      atomic_load_explicit(&b->open_loop, memory_order_relaxed)) {
+    atomic_fetch_sub(&b->in_flight, 1);
+    return;
+  }
+  for (uint32_t attempt = 0;; attempt++) {
+    sl->started_ns = now_ns();
+    fl_engine *e = b->engines[sl->leader_guess];
+    bool read = b->s.read_ratio > 0 && (double)(sl->started_ns % 10007) / 10007.0 < b->s.read_ratio;
+    int rc =
+        read ? fl_kv_get(e, sl->group, sl->key, sl->key_length, FL_READ_LINEARIZABLE, on_read, sl)
+             : fl_kv_put(e, sl->group, sl->key, sl->key_length, b->value, b->s.payload, on_write,
+                         sl);
+    if (rc == 0) {
+      return;
+    }
+    if (rc != FL_E_BUSY || attempt > 1000000) {
+      atomic_fetch_add(&b->errors, 1);
+      atomic_fetch_sub(&b->in_flight, 1);
+      return;
+    }
+    sched_yield(); /* the shard's queue is full */
+  }
+}
+
+static int make_slots(bench *b) {
+  b->slot_count = b->s.groups * b->s.concurrency;
+  b->slots = calloc(b->slot_count, sizeof(slot));
+  b->value = malloc(b->s.payload + 1);
+  if (b->slots == NULL || b->value == NULL) {
+    return FL_E_NOMEM;
+  }
+  memset(b->value, 'v', b->s.payload);
+  for (uint32_t i = 0; i < b->slot_count; i++) {
+    slot *sl = &b->slots[i];
+    sl->b = b;
+    sl->group = 1 + i % b->s.groups;
+    uint32_t leader = leader_of(b, sl->group);
+    sl->leader_guess = leader == UINT32_MAX ? 0 : leader;
+    sl->key_length = (uint32_t)snprintf(sl->key, sizeof(sl->key), "key-%u", i);
+  }
+  return 0;
+}
+
+static void wait_quiet(bench *b) {
+  atomic_store(&b->stopping, true);
+  uint64_t deadline = now_ns() + 30ull * 1000000000ull;
+  while (atomic_load(&b->in_flight) > 0 && now_ns() < deadline) {
+    usleep(1000); /* commands in flight finish at their own pace */
+  }
+}
+
+typedef struct phase_result {
+  double seconds;
+  uint64_t completed;
+  uint64_t errors;
+  double cpu_seconds;
+  fl_shard_stats stats; /* summed over nodes and shards */
+} phase_result;
+
+static void sum_stats(bench *b, fl_shard_stats *out) {
+  memset(out, 0, sizeof(*out));
+  for (uint32_t n = 0; n < b->s.nodes; n++) {
+    for (uint32_t i = 0; i < fl_engine_shard_count(b->engines[n]); i++) {
+      fl_shard_stats s;
+      if (fl_shard_stats_get(b->engines[n], i, &s) != 0) {
+        continue;
+      }
+      out->proposals += s.proposals;
+      out->applied += s.applied;
+      out->wal_batches += s.wal_batches;
+      out->wal_bytes += s.wal_bytes;
+      out->wal_syncs += s.wal_syncs;
+      out->wal_entries += s.wal_entries;
+      out->frames_sent += s.frames_sent;
+      out->messages_sent += s.messages_sent;
+      out->entries_sent += s.entries_sent;
+    }
+  }
+}
+
+static void difference(fl_shard_stats *after, const fl_shard_stats *before) {
+  after->proposals -= before->proposals;
+  after->wal_batches -= before->wal_batches;
+  after->wal_bytes -= before->wal_bytes;
+  after->wal_syncs -= before->wal_syncs;
+  after->wal_entries -= before->wal_entries;
+  after->frames_sent -= before->frames_sent;
+  after->messages_sent -= before->messages_sent;
+  after->entries_sent -= before->entries_sent;
+}
+
+static void progress(bench *b, const char *phase, double elapsed, uint64_t done_last,
+                     uint64_t done_now) {
+  double rate = (double)(done_now - done_last);
+  if (b->samples < MAX_SAMPLES_SECONDS) {
+    b->per_second[b->samples++] = rate;
+  }
+  if (!b->s.json) {
+    fprintf(stderr, "  %-10s %5.0f s  %12.0f ops/s  %8.2f ms p99 so far\n", phase, elapsed, rate,
+            histogram_percentile(b->latency, 0.99));
+  }
+}
+
+static void run_closed_loop(bench *b, phase_result *r) {
+  fl_shard_stats before;
+  sum_stats(b, &before);
+  b->latency = &b->closed_latency;
+  atomic_store(&b->stopping, false);
+  uint64_t start_completed = atomic_load(&b->completed);
+  double start_cpu = cpu_seconds();
+  uint64_t start = now_ns();
+  atomic_store(&b->in_flight, b->slot_count);
+  for (uint32_t i = 0; i < b->slot_count; i++) {
+    issue(&b->slots[i]);
+  }
+  uint64_t last = start_completed;
+  for (uint32_t second = 1; second <= (uint32_t)ceil(b->s.seconds); second++) {
+    uint64_t until = start + (uint64_t)(fmin(second, b->s.seconds) * 1e9);
+    while (now_ns() < until) {
+      usleep(10000); /* the reporting clock; the load runs on the shards */
+    }
+    uint64_t current = atomic_load(&b->completed);
+    progress(b, "peak", second, last, current);
+    last = current;
+  }
+  r->seconds = (double)(now_ns() - start) / 1e9;
+  r->completed = atomic_load(&b->completed) - start_completed;
+  r->cpu_seconds = cpu_seconds() - start_cpu;
+  wait_quiet(b);
+  sum_stats(b, &r->stats);
+  difference(&r->stats, &before);
+  r->errors = atomic_load(&b->errors);
+}
+
+/* Open loop: every millisecond, the commands due are issued to free slots;
+ * latency counts from when each was due, so queueing is not hidden. */
+static void run_half_load(bench *b, double rate, phase_result *r) {
+  b->latency = &b->half_latency;
+  atomic_store(&b->open_loop, true);
+  atomic_store(&b->stopping, false);
+  uint64_t start_completed = atomic_load(&b->completed);
+  uint64_t start = now_ns();
+  double issued = 0;
+  uint32_t next_slot = 0;
+  uint64_t until = start + (uint64_t)(b->s.half_load_seconds * 1e9);
+  while (now_ns() < until) {
+    double due = rate * (double)(now_ns() - start) / 1e9;
+    while (issued < due) {
+      slot *sl = &b->slots[next_slot];
+      next_slot = (next_slot + 1) % b->slot_count;
+      atomic_fetch_add(&b->in_flight, 1);
+      /* a slot of the open loop issues once: its callback stops it; the
+       * latency counts from when the command was due */
+      sl->started_ns = start + (uint64_t)(issued / rate * 1e9);
+      int rc = fl_kv_put(b->engines[sl->leader_guess], sl->group, sl->key, sl->key_length, b->value,
+                         b->s.payload, on_write, sl);
+      if (rc != 0) {
+        atomic_fetch_sub(&b->in_flight, 1);
+        atomic_fetch_add(&b->errors, 1);
+      }
+      issued += 1;
+    }
+    usleep(1000); /* the pacing interval */
+  }
+  r->seconds = (double)(now_ns() - start) / 1e9;
+  r->completed = atomic_load(&b->completed) - start_completed;
+  wait_quiet(b);
+}
+
+/* ---- report ---- */
+
+static void print_table(bench *b, const phase_result *peak, const phase_result *half,
+                        double half_rate) {
+  double writes = (double)peak->completed / peak->seconds;
+  double mb = writes * (b->s.payload + 8) / 1e6;
+  histogram *h = &b->closed_latency;
+  printf("\nflotilla-bench: %u nodes in one process, %u groups, %u shard(s) per node, "
+         "%u-byte values, fsync on, %u commands in flight per group\n",
+         b->s.nodes, b->s.groups, b->s.shards, b->s.payload, b->s.concurrency);
+  printf("\n  peak (closed loop, %.1f s)\n", peak->seconds);
+  printf("    committed writes/s          %12.0f    target %9.0f   ratio %5.2f  %s\n", writes,
+         TARGET_WRITES_PER_SECOND, writes / TARGET_WRITES_PER_SECOND,
+         writes >= TARGET_WRITES_PER_SECOND ? "met" : "MISSED");
+  printf("    MB/s (key + value)          %12.1f\n", mb);
+  printf("    latency ms p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
+         histogram_percentile(h, 0.50), histogram_percentile(h, 0.90),
+         histogram_percentile(h, 0.99), histogram_percentile(h, 0.999),
+         (double)atomic_load(&h->max_us) / 1000.0);
+  const fl_shard_stats *s = &peak->stats;
+  printf("    fsyncs/s (all nodes)        %12.0f\n", (double)s->wal_syncs / peak->seconds);
+  printf("    entries per WAL write       %12.1f\n",
+         s->wal_batches ? (double)s->wal_entries / (double)s->wal_batches : 0.0);
+  printf("    messages per network frame  %12.1f\n",
+         s->frames_sent ? (double)s->messages_sent / (double)s->frames_sent : 0.0);
+  printf("    entries per network frame   %12.1f\n",
+         s->frames_sent ? (double)s->entries_sent / (double)s->frames_sent : 0.0);
+  printf("    CPU s per million writes    %12.2f\n",
+         peak->completed ? peak->cpu_seconds / ((double)peak->completed / 1e6) : 0.0);
+  printf("    errors (retried)            %12llu\n", (unsigned long long)peak->errors);
+  if (half != NULL) {
+    histogram *q = &b->half_latency;
+    double p99 = histogram_percentile(q, 0.99);
+    printf("\n  half load (open loop at %.0f writes/s, %.1f s): %.0f writes/s\n", half_rate,
+           half->seconds, (double)half->completed / half->seconds);
+    printf("    latency ms p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
+           histogram_percentile(q, 0.50), histogram_percentile(q, 0.90), p99,
+           histogram_percentile(q, 0.999), (double)atomic_load(&q->max_us) / 1000.0);
+    printf("    p99 at half load            %12.2f ms target %6.2f ms ratio %5.2f  %s\n", p99,
+           TARGET_P99_HALF_LOAD_MS, p99 > 0 ? TARGET_P99_HALF_LOAD_MS / p99 : 0.0,
+           p99 <= TARGET_P99_HALF_LOAD_MS ? "met" : "MISSED");
+  }
+}
+
+static void print_json(bench *b, const phase_result *peak, const phase_result *half) {
+  histogram *h = &b->closed_latency;
+  printf("{\"nodes\": %u, \"groups\": %u, \"shards\": %u, \"payload\": %u, \"concurrency\": %u, "
+         "\"seconds\": %.2f, \"writes_per_second\": %.0f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, "
+         "\"p99_ms\": %.3f, \"p999_ms\": %.3f, \"max_ms\": %.3f, \"fsyncs_per_second\": %.0f, "
+         "\"entries_per_wal_write\": %.2f, \"messages_per_frame\": %.2f, "
+         "\"cpu_seconds_per_million\": %.3f",
+         b->s.nodes, b->s.groups, b->s.shards, b->s.payload, b->s.concurrency, peak->seconds,
+         (double)peak->completed / peak->seconds, histogram_percentile(h, 0.5),
+         histogram_percentile(h, 0.9), histogram_percentile(h, 0.99),
+         histogram_percentile(h, 0.999), (double)atomic_load(&h->max_us) / 1000.0,
+         (double)peak->stats.wal_syncs / peak->seconds,
+         peak->stats.wal_batches ? (double)peak->stats.wal_entries / peak->stats.wal_batches : 0,
+         peak->stats.frames_sent ? (double)peak->stats.messages_sent / peak->stats.frames_sent : 0,
+         peak->completed ? peak->cpu_seconds / ((double)peak->completed / 1e6) : 0.0);
+  if (half != NULL) {
+    printf(", \"half_load_writes_per_second\": %.0f, \"half_load_p99_ms\": %.3f",
+           (double)half->completed / half->seconds, histogram_percentile(&b->half_latency, 0.99));
+  }
+  printf("}\n");
+}
+
+static void plot(bench *b) {
+  char data[512];
+  snprintf(data, sizeof(data), "%s.dat", b->s.plot);
+  FILE *f = fopen(data, "w");
+  if (f == NULL) {
+    return;
+  }
+  for (uint32_t i = 0; i < b->samples; i++) {
+    fprintf(f, "%u %.0f\n", i + 1, b->per_second[i]);
+  }
+  fclose(f);
+  char command[2048];
+  snprintf(command, sizeof(command),
+           "gnuplot -e \"set terminal png size 900,500; set output '%s'; "
+           "set xlabel 'second'; set ylabel 'operations/s'; "
+           "plot '%s' using 1:2 with lines title 'committed operations/s'\" 2>/dev/null",
+           b->s.plot, data);
+  if (system(command) != 0) {
+    fprintf(stderr, "flotilla-bench: gnuplot is not installed or failed; data in %s\n", data);
+  }
+}
+
+int main(int argc, char **argv) {
+  static bench b;
+  if (parse_settings(argc, argv, &b.s) != 0) {
+    return 2;
+  }
+  int rc = start_engines(&b);
+  rc = rc == 0 ? create_groups(&b) : rc;
+  rc = rc == 0 ? make_slots(&b) : rc;
+  if (rc != 0) {
+    stop_engines(&b);
+    return 1;
+  }
+  phase_result peak = {0};
+  phase_result half = {0};
+  run_closed_loop(&b, &peak);
+  double half_rate =
+      b.s.half_load_rate > 0 ? b.s.half_load_rate : (double)peak.completed / peak.seconds / 2;
+  bool with_half = b.s.half_load_seconds > 0 && half_rate > 0;
+  if (with_half) {
+    run_half_load(&b, half_rate, &half);
+  }
+  if (b.s.json) {
+    print_json(&b, &peak, with_half ? &half : NULL);
+  } else {
+    print_table(&b, &peak, with_half ? &half : NULL, half_rate);
+  }
+  if (b.s.plot != NULL) {
+    plot(&b);
+  }
+  stop_engines(&b);
+  free(b.slots);
+  free(b.value);
+  return 0;
+}

@@ -1,0 +1,400 @@
+/*
+ * engine.c - the public API (include/flotilla.h): options, opening and
+ * closing a node, and every call turned into a request for the shard that
+ * owns the group. Asynchronous calls return as soon as the request is
+ * queued; blocking ones wait on a semaphore the shard posts.
+ */
+#include "engine/engine_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Bounds of the options: far above any use, below overflow and nonsense. */
+#define ENGINE_MAX_SHARDS 256u
+#define ENGINE_MAX_NODES 1024u
+#define ENGINE_MAX_COMMAND_BYTES (64u << 20)
+
+const char *fl_strerror(int error) {
+  switch (error) {
+  case FL_OK:
+    return "ok";
+  case FL_E_INVALID:
+    return "invalid argument";
+  case FL_E_NOMEM:
+    return "out of memory";
+  case FL_E_IO:
+    return "input/output error";
+  case FL_E_NOT_LEADER:
+    return "not the leader";
+  case FL_E_NO_GROUP:
+    return "no such group";
+  case FL_E_EXISTS:
+    return "group exists";
+  case FL_E_BUSY:
+    return "busy, retry later";
+  case FL_E_TIMEOUT:
+    return "timed out";
+  case FL_E_CLOSED:
+    return "engine closed";
+  case FL_E_CORRUPT:
+    return "corrupt data";
+  case FL_E_TOO_LARGE:
+    return "too large";
+  case FL_E_DROPPED:
+    return "command dropped by a leader change";
+  case FL_E_NOT_FOUND:
+    return "not found";
+  case FL_E_UNAVAILABLE:
+    return "no leader";
+  case FL_E_CONFLICT:
+    return "a membership change is in progress";
+  case FL_E_STATE:
+    return "refused by the state machine";
+  default:
+    return "unknown error";
+  }
+}
+
+void fl_options_default(fl_options *options) {
+  *options = (fl_options){
+      .cluster_id = 1,
+      .listen_host = "127.0.0.1",
+      .tick_ms = 10,
+      .election_ticks = 100,
+      .heartbeat_ticks = 10,
+      .fsync_mode = FL_FSYNC_DATA,
+      .max_command_bytes = 1u << 20,
+      .queue_capacity = 65536,
+      .wal_segment_bytes = 64u << 20,
+      .snapshot_entries = 100000,
+      .log_level = 2,
+  };
+}
+
+static int check_options(const fl_options *o) {
+  bool ok = o->node_id != 0 && o->data_dir != NULL && o->nodes != NULL && o->node_count > 0 &&
+            o->node_count <= ENGINE_MAX_NODES && o->shard_count <= ENGINE_MAX_SHARDS &&
+            o->tick_ms > 0 && o->heartbeat_ticks > 0 && o->election_ticks > o->heartbeat_ticks &&
+            o->max_command_bytes > 0 && o->max_command_bytes <= ENGINE_MAX_COMMAND_BYTES &&
+            o->queue_capacity >= 2 && (o->queue_capacity & (o->queue_capacity - 1)) == 0;
+  bool self_listed = false;
+  for (uint32_t i = 0; ok && i < o->node_count; i++) {
+    self_listed |= o->nodes[i].node_id == o->node_id;
+    ok = o->nodes[i].node_id != 0 &&
+         (uint32_t)o->nodes[i].port + (o->shard_count ? o->shard_count : 1) <= 65536u;
+  }
+  return ok && self_listed ? 0 : FL_E_INVALID;
+}
+
+static uint32_t default_shards(void) {
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  return cores > 0 ? (uint32_t)cores : 1;
+}
+
+static void raft_options_from(const fl_options *o, fl_raft_options *raft) {
+  fl_raft_options_default(raft);
+  raft->election_ticks = o->election_ticks;
+  raft->heartbeat_ticks = o->heartbeat_ticks;
+  raft->pre_vote = true;
+  raft->check_quorum = true;
+  raft->lease_read = o->lease_read;
+}
+
+static int copy_options(fl_engine *e, const fl_options *options) {
+  e->options = *options;
+  e->nodes = malloc(options->node_count * sizeof(fl_node_address));
+  e->data_dir = strdup(options->data_dir);
+  e->listen_host = strdup(options->listen_host != NULL ? options->listen_host : "0.0.0.0");
+  if (e->nodes == NULL || e->data_dir == NULL || e->listen_host == NULL) {
+    return FL_E_NOMEM;
+  }
+  memcpy(e->nodes, options->nodes, options->node_count * sizeof(fl_node_address));
+  e->options.nodes = e->nodes;
+  e->options.data_dir = e->data_dir;
+  e->options.listen_host = e->listen_host;
+  e->shard_count = options->shard_count ? options->shard_count : default_shards();
+  if (options->machine != NULL) {
+    e->machine = *options->machine;
+    e->custom_machine = true;
+  }
+  raft_options_from(options, &e->raft_options);
+  return fl_raft_options_validate(&e->raft_options) == 0 ? 0 : FL_E_INVALID;
+}
+
+static void free_engine(fl_engine *e) {
+  free(e->shards);
+  free(e->nodes);
+  free(e->data_dir);
+  free(e->listen_host);
+  free(e);
+}
+
+int fl_engine_open(const fl_options *options, fl_engine **out) {
+  *out = NULL;
+  int rc = check_options(options);
+  if (rc != 0) {
+    return rc;
+  }
+  if (mkdir(options->data_dir, 0755) != 0 && errno != EEXIST) {
+    return FL_E_IO;
+  }
+  fl_engine *e = calloc(1, sizeof(*e));
+  if (e == NULL) {
+    return FL_E_NOMEM;
+  }
+  rc = copy_options(e, options);
+  e->shards = rc == 0 ? calloc(e->shard_count, sizeof(shard *)) : NULL;
+  rc = rc == 0 && e->shards == NULL ? FL_E_NOMEM : rc;
+  for (uint32_t i = 0; rc == 0 && i < e->shard_count; i++) {
+    int started = shard_start(e, i, &e->shards[i]);
+    rc = started == 0 ? 0 : started == -EUCLEAN ? FL_E_CORRUPT : FL_E_IO;
+  }
+  if (rc != 0) {
+    for (uint32_t i = 0; e->shards != NULL && i < e->shard_count; i++) {
+      if (e->shards[i] != NULL) {
+        shard_stop(e->shards[i]);
+      }
+    }
+    free_engine(e);
+    return rc;
+  }
+  *out = e;
+  return 0;
+}
+
+int fl_engine_close(fl_engine *e) {
+  if (e == NULL) {
+    return 0;
+  }
+  atomic_store(&e->closing, true);
+  for (uint32_t i = 0; i < e->shard_count; i++) {
+    shard_stop(e->shards[i]);
+  }
+  free_engine(e);
+  return 0;
+}
+
+uint32_t fl_engine_shard_count(const fl_engine *engine) {
+  return engine->shard_count;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static request *new_request(request_type type, uint64_t group, const void *data, uint32_t length) {
+  request *q = malloc(sizeof(request) + length);
+  if (q == NULL) {
+    return NULL;
+  }
+  memset(q, 0, sizeof(*q));
+  q->type = type;
+  q->group = group;
+  q->length = length;
+  if (length > 0) {
+    memcpy(q->data, data, length);
+  }
+  return q;
+}
+
+static shard *owner_of(fl_engine *e, uint64_t group) {
+  return e->shards[shard_of_group(e, group)];
+}
+
+/* Queues an asynchronous request; on refusal frees it (no callback). */
+static int submit_async(fl_engine *e, shard *s, request *q) {
+  if (q == NULL) {
+    return FL_E_NOMEM;
+  }
+  if (atomic_load(&e->closing)) {
+    free(q);
+    return FL_E_CLOSED;
+  }
+  if (!shard_submit(s, q)) {
+    free(q);
+    return FL_E_BUSY;
+  }
+  return 0;
+}
+
+/* Queues a blocking request and waits for the shard's answer. */
+static int submit_and_wait(fl_engine *e, shard *s, request *q) {
+  if (atomic_load(&e->closing)) {
+    return FL_E_CLOSED;
+  }
+  sem_t done;
+  sem_init(&done, 0, 0);
+  q->done = &done;
+  while (!shard_submit(s, q)) {
+    sched_yield(); /* full: the shard drains it; admin calls are rare */
+  }
+  sem_wait(&done);
+  sem_destroy(&done);
+  return q->result;
+}
+
+int fl_propose(fl_engine *engine, uint64_t group, const void *data, uint32_t length,
+               fl_propose_callback callback, void *context) {
+  if (callback == NULL || (length > 0 && data == NULL)) {
+    return FL_E_INVALID;
+  }
+  if (length > engine->options.max_command_bytes) {
+    return FL_E_TOO_LARGE;
+  }
+  request *q = new_request(REQUEST_PROPOSE, group, data, length);
+  if (q != NULL) {
+    q->propose_callback = callback;
+    q->context = context;
+  }
+  return submit_async(engine, owner_of(engine, group), q);
+}
+
+int fl_group_create(fl_engine *engine, uint64_t group, const uint64_t *members,
+                    uint32_t member_count) {
+  if (group == 0 || members == NULL || member_count == 0) {
+    return FL_E_INVALID;
+  }
+  request q = {.type = REQUEST_CREATE_GROUP,
+               .group = group,
+               .members = members,
+               .member_count = member_count};
+  return submit_and_wait(engine, owner_of(engine, group), &q);
+}
+
+int fl_group_join(fl_engine *engine, uint64_t group) {
+  if (group == 0) {
+    return FL_E_INVALID;
+  }
+  request q = {.type = REQUEST_JOIN_GROUP, .group = group};
+  return submit_and_wait(engine, owner_of(engine, group), &q);
+}
+
+int fl_group_remove(fl_engine *engine, uint64_t group) {
+  wal_request done;
+  request q = {.type = REQUEST_REMOVE_GROUP, .group = group, .out = &done};
+  return submit_and_wait(engine, owner_of(engine, group), &q);
+}
+
+int fl_group_list(fl_engine *engine, uint64_t *groups, uint32_t capacity, uint32_t *count) {
+  uint32_t total = 0;
+  for (uint32_t i = 0; i < engine->shard_count; i++) {
+    request q = {.type = REQUEST_LIST_GROUPS,
+                 .out = total < capacity ? groups + total : NULL,
+                 .out_capacity = total < capacity ? capacity - total : 0};
+    int rc = submit_and_wait(engine, engine->shards[i], &q);
+    if (rc != 0) {
+      return rc;
+    }
+    total += q.out_count;
+  }
+  *count = total;
+  return 0;
+}
+
+int fl_group_status_get(fl_engine *engine, uint64_t group, fl_group_status *status) {
+  request q = {.type = REQUEST_STATUS, .group = group, .out = status};
+  return submit_and_wait(engine, owner_of(engine, group), &q);
+}
+
+int fl_group_change(fl_engine *engine, uint64_t group, fl_change_type type, uint64_t node,
+                    fl_propose_callback callback, void *context) {
+  if (callback == NULL || node == 0 || type > FL_REMOVE_MEMBER) {
+    return FL_E_INVALID;
+  }
+  request *q = new_request(REQUEST_CHANGE, group, NULL, 0);
+  if (q != NULL) {
+    q->change = type;
+    q->node = node;
+    q->propose_callback = callback;
+    q->context = context;
+  }
+  return submit_async(engine, owner_of(engine, group), q);
+}
+
+int fl_group_transfer_leader(fl_engine *engine, uint64_t group, uint64_t node) {
+  request *q = new_request(REQUEST_TRANSFER, group, NULL, 0);
+  if (q != NULL) {
+    q->node = node;
+  }
+  return submit_async(engine, owner_of(engine, group), q);
+}
+
+int fl_shard_stats_get(fl_engine *engine, uint32_t shard_index, fl_shard_stats *stats) {
+  if (shard_index >= engine->shard_count) {
+    return FL_E_INVALID;
+  }
+  request q = {.type = REQUEST_STATS, .out = stats};
+  return submit_and_wait(engine, engine->shards[shard_index], &q);
+}
+
+/* ---- the built-in KV store ------------------------------------------- */
+
+static int propose_encoded(fl_engine *engine, uint64_t group, const uint8_t *command, size_t length,
+                           fl_propose_callback callback, void *context) {
+  return fl_propose(engine, group, command, (uint32_t)length, callback, context);
+}
+
+int fl_kv_put(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+              const void *value, uint32_t value_length, fl_propose_callback callback,
+              void *context) {
+  kv_set_command set = {.key = key,
+                        .key_length = key_length,
+                        .value = value,
+                        .value_length = value_length,
+                        .now_ms = machine_wall_clock_ms()};
+  size_t length = 0;
+  if (kv_command_encode_set(&set, NULL, 0, &length) != KV_E_NO_SPACE) {
+    return FL_E_INVALID;
+  }
+  uint8_t small[256];
+  uint8_t *buffer = length <= sizeof(small) ? small : malloc(length);
+  if (buffer == NULL) {
+    return FL_E_NOMEM;
+  }
+  int rc = kv_command_encode_set(&set, buffer, length, &length) == 0
+               ? propose_encoded(engine, group, buffer, length, callback, context)
+               : FL_E_INVALID;
+  if (buffer != small) {
+    free(buffer);
+  }
+  return rc;
+}
+
+int fl_kv_delete(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+                 fl_propose_callback callback, void *context) {
+  kv_bytes keys = {.data = key, .length = key_length};
+  uint8_t buffer[KV_MAX_KEY_BYTES + 32];
+  size_t length = 0;
+  if (kv_command_encode_del(machine_wall_clock_ms(), &keys, 1, buffer, sizeof(buffer), &length) !=
+      0) {
+    return FL_E_INVALID;
+  }
+  return propose_encoded(engine, group, buffer, length, callback, context);
+}
+
+int fl_kv_incr(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+               int64_t delta, fl_propose_callback callback, void *context) {
+  uint8_t buffer[KV_MAX_KEY_BYTES + 32];
+  size_t length = 0;
+  if (kv_command_encode_incrby(machine_wall_clock_ms(), key, key_length, delta, buffer,
+                               sizeof(buffer), &length) != 0) {
+    return FL_E_INVALID;
+  }
+  return propose_encoded(engine, group, buffer, length, callback, context);
+}
+
+int fl_kv_get(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+              fl_read_mode mode, fl_read_callback callback, void *context) {
+  if (callback == NULL || key_length > KV_MAX_KEY_BYTES || mode > FL_READ_LOCAL) {
+    return FL_E_INVALID;
+  }
+  request *q = new_request(REQUEST_READ, group, key, key_length);
+  if (q != NULL) {
+    q->read_mode = mode;
+    q->read_callback = callback;
+    q->context = context;
+  }
+  return submit_async(engine, owner_of(engine, group), q);
+}

@@ -1,0 +1,278 @@
+/*
+ * engine_internal.h - the engine's state, shared by its files:
+ *
+ *   engine.c    the public API: options, open/close, requests to shards
+ *   shard.c     one shard thread: its io_uring loop, requests, ticks
+ *   replica.c   one group's replica on a shard: the Raft driver
+ *   machine.c   the state machine behind a replica (built-in KV or user)
+ *   network.c   Raft messages to and from the transport, batched per peer
+ *   arena.c     per-iteration memory for entry bytes handed to Raft
+ *
+ * Threads: an fl_engine is shared; everything under a shard belongs to that
+ * shard's thread, reached from outside only through its request queue.
+ */
+#ifndef FLOTILLA_ENGINE_INTERNAL_H
+#define FLOTILLA_ENGINE_INTERNAL_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/completion.h"
+#include "engine/kv.h"
+#include "engine/queue.h"
+#include "flotilla.h"
+#include "raft/raft.h"
+#include "wal/wal.h"
+
+/* ---- arena: bytes that must live until the replicas touched are advanced */
+
+typedef struct arena_chunk arena_chunk;
+
+typedef struct arena {
+  arena_chunk *chunks; /* newest first; the first is kept across resets */
+  size_t used;         /* in the newest chunk */
+} arena;
+
+void *arena_allocate(arena *a, size_t bytes);
+/* Frees every chunk but one; everything handed out is gone. */
+void arena_reset(arena *a);
+void arena_release(arena *a);
+
+/* ---- requests from other threads ------------------------------------- */
+
+typedef enum request_type {
+  REQUEST_PROPOSE,
+  REQUEST_READ,
+  REQUEST_CREATE_GROUP,
+  REQUEST_JOIN_GROUP,
+  REQUEST_REMOVE_GROUP,
+  REQUEST_LIST_GROUPS,
+  REQUEST_STATUS,
+  REQUEST_CHANGE,
+  REQUEST_TRANSFER,
+  REQUEST_STATS,
+  REQUEST_STOP,
+} request_type;
+
+/* One call into a shard. Asynchronous ones carry a callback; blocking ones
+ * a semaphore the caller waits on and `result` to read after. The request
+ * (and `data`, allocated with it) is freed by the shard for asynchronous
+ * calls, by the caller for blocking ones. */
+typedef struct request {
+  request_type type;
+  uint64_t group;
+  int result;
+  sem_t *done; /* blocking calls only */
+  fl_propose_callback propose_callback;
+  fl_read_callback read_callback;
+  void *context;
+  fl_read_mode read_mode;
+  uint64_t node;           /* change, transfer */
+  fl_change_type change;   /* change */
+  const uint64_t *members; /* create */
+  uint32_t member_count;
+  void *out; /* status, list, stats */
+  uint32_t out_capacity;
+  uint32_t out_count;
+  struct request *next; /* on a replica's proposal or read list */
+  uint64_t read_index;  /* reads: the index to wait for */
+  uint32_t length;
+  uint8_t data[]; /* command or key */
+} request;
+
+/* ---- a replica --------------------------------------------------------- */
+
+typedef struct shard shard;
+typedef struct replica replica;
+
+/* A proposal waiting for its entry to apply. */
+typedef struct pending_proposal {
+  uint64_t index;
+  uint64_t term;
+  fl_propose_callback callback;
+  void *context;
+} pending_proposal;
+
+/* A message the core wants sent only once a write is durable. */
+typedef struct after_write {
+  uint64_t write_id;
+  fl_raft_message message; /* entries deep-copied after the struct */
+  struct after_write *next;
+} after_write;
+
+/* A WAL completion of one Raft write. */
+typedef struct write_ticket {
+  wal_request request;
+  struct shard *owner;
+  uint64_t group;
+  uint64_t generation; /* of the replica when written: stale after removal */
+  uint64_t write_id;
+  int result;
+  struct write_ticket *next; /* on the shard's durable list */
+} write_ticket;
+
+struct replica {
+  uint64_t group;
+  fl_raft *raft;
+  shard *owner;
+  fl_raft_storage storage;
+  fl_raft_snapshot_meta snapshot; /* the newest, for the storage callback */
+  void *machine;                  /* kv_store * or the user's state */
+  uint64_t applied;
+  uint64_t generation;
+  /* proposals from this node, in index order (a ring) */
+  pending_proposal *proposals;
+  uint32_t proposal_head;
+  uint32_t proposal_count;
+  uint32_t proposal_capacity;
+  request *batch_head; /* proposals gathered this iteration */
+  request *batch_tail;
+  uint32_t batch_count;
+  request *reads_waiting; /* ReadIndex asked, index not known yet */
+  request *reads_ready;   /* index known, waiting for apply */
+  after_write *after_write_head;
+  after_write *after_write_tail;
+  replica *next_ready;
+  bool ready;
+  bool removed;
+  fl_raft_role role;
+  uint64_t leader;
+};
+
+/* ---- the group table: open addressing by group id -------------------- */
+
+typedef struct replica_table {
+  replica **slots;
+  uint32_t capacity;
+  uint32_t count;
+} replica_table;
+
+replica *replica_table_find(const replica_table *table, uint64_t group);
+int replica_table_insert(replica_table *table, replica *r);
+void replica_table_remove(replica_table *table, uint64_t group);
+void replica_table_release(replica_table *table);
+
+/* ---- network (network.c) ------------------------------------------------ */
+
+typedef struct network network;
+
+int network_open(shard *s);
+void network_close(shard *s);
+/* Queues one message for its peer (batched per peer until the flush). */
+void network_send(shard *s, uint64_t group, const fl_raft_message *message);
+/* Writes the batches of this iteration; called once per loop iteration. */
+void network_flush(shard *s);
+/* Time for reconnects and timeouts. */
+void network_tick(shard *s, uint64_t now_ms);
+bool network_is_idle(const shard *s);
+
+/* ---- a shard ----------------------------------------------------------- */
+
+struct fl_engine {
+  fl_options options;
+  fl_node_address *nodes;
+  char *data_dir;
+  char *listen_host;
+  fl_state_machine machine;
+  bool custom_machine;
+  fl_raft_options raft_options;
+  uint32_t shard_count;
+  shard **shards;
+  atomic_bool closing;
+};
+
+struct shard {
+  fl_engine *engine;
+  uint32_t index;
+  pthread_t thread;
+  struct io_uring ring;
+  fl_queue queue;
+  wal *log;
+  network *net;
+  replica_table replicas;
+  replica *ready_head;
+  replica *ready_tail;
+  arena scratch;
+  uint64_t now_ms;
+  uint64_t next_context; /* read ids */
+  uint64_t generation;
+  bool stopping;
+  int failure; /* a fatal disk error: the shard refuses everything */
+  sem_t started;
+  int start_result;
+  write_ticket *durable_head; /* writes completed, for the loop to report */
+  write_ticket *durable_tail;
+  request *deferred; /* freed after this iteration's drains */
+  bool queue_signaled;
+  bool wal_signaled;
+  bool tick_due;
+  /* completions on the ring */
+  fl_completion queue_wake;
+  uint64_t queue_wake_value;
+  fl_completion wal_wake;
+  uint64_t wal_wake_value;
+  fl_completion tick;
+  struct __kernel_timespec tick_interval;
+  fl_shard_stats stats;
+  /* recovery scratch */
+  fl_raft_term_run *term_runs;
+  uint32_t term_run_count;
+  uint32_t term_run_capacity;
+};
+
+/* shard.c */
+int shard_start(fl_engine *engine, uint32_t index, shard **out);
+void shard_stop(shard *s);
+/* Hands a request to the shard; false when its queue is full. */
+bool shard_submit(shard *s, request *r);
+/* The replica needs its updates drained this iteration. */
+void shard_mark_ready(shard *s, replica *r);
+uint32_t shard_of_group(const fl_engine *engine, uint64_t group);
+void shard_log(shard *s, int level, const char *format, ...) __attribute__((format(printf, 3, 4)));
+
+/* Stops the shard for good after a fatal error (disk, memory): every
+ * request and every group's callers get FL_E_IO from now on. */
+void shard_fail(shard *s, int error, const char *what);
+/* A write of the replica is durable (or failed): queued for the loop. */
+void shard_write_done(write_ticket *ticket, int result);
+/* Requests whose bytes the core may still reference: freed after the
+ * iteration's drains. */
+void shard_defer_free(shard *s, request *list);
+/* Steps every ready replica's updates now (inbound frames: their payload
+ * is only valid during the call). */
+void shard_drain_ready(shard *s);
+
+/* replica.c */
+/* A replica recovered from the WAL (wal holds the group) or new: `conf`
+ * non-NULL bootstraps it with those voters; NULL with nothing in the WAL
+ * makes an empty joiner. */
+int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **out);
+void replica_close(replica *r, int status);
+/* Drains the core's updates: persist, send, apply, answer. */
+void replica_drain(replica *r);
+void replica_step(replica *r, const fl_raft_message *message);
+void replica_add_proposal(replica *r, request *q);
+/* Answers callback when the entry at (index, term) applies (or is lost). */
+void replica_track_proposal(replica *r, uint64_t index, uint64_t term, fl_propose_callback callback,
+                            void *context);
+/* Proposes the proposals gathered this iteration as one batch. */
+void replica_propose_batch(replica *r);
+void replica_read(replica *r, request *q);
+void replica_persisted(replica *r, uint64_t write_id);
+
+/* machine.c */
+int machine_create(shard *s, uint64_t group, void **machine);
+void machine_destroy(shard *s, void *machine);
+/* Applies committed commands; results[i] valid until the next apply. The
+ * built-in store is created on the first command (hence the pointer). */
+void machine_apply(shard *s, void **machine, const fl_command *commands, uint32_t count,
+                   fl_result *results);
+uint64_t machine_wall_clock_ms(void);
+int machine_get(shard *s, void *machine, const uint8_t *key, uint32_t key_length,
+                fl_read_callback callback, void *context);
+
+#endif

@@ -1,0 +1,641 @@
+/*
+ * replica.c - one group's replica on a shard: the driver of its Raft core.
+ *
+ * The core is pure (raft/raft.h); this file gives it storage (the shard's
+ * WAL), a network (network.c), a state machine (machine.c) and callers.
+ * Each drain turns the core's updates into:
+ *
+ *   persist  hard state + entries queued in the shard's WAL batch; the
+ *            write's completion comes back through the shard's durable list
+ *   send     messages now (the leader does not wait for its own disk),
+ *            messages_after_write once their write is durable
+ *   apply    committed commands to the state machine, in batches; answer
+ *            the proposals of this node whose entries they are
+ *   read     read states release the reads waiting for that index
+ *
+ * Proposals: the proposer's entry is recognised at apply by (index, term);
+ * an entry at its index with another term means the proposal was lost
+ * (FL_E_DROPPED): leadership changed before it committed.
+ *
+ * Ownership: the replica owns its core, machine and lists; payloads handed
+ * to the core (proposal bytes, entry bytes read from the WAL) live in the
+ * shard's arena, which is reset only when no replica holds an un-advanced
+ * update.
+ */
+#include "engine/engine_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Entries one storage read may return: bounds the arena's growth per call. */
+#define REPLICA_MAX_READ_ENTRIES 4096
+/* Commands one apply call hands the state machine. */
+#define REPLICA_APPLY_BATCH 256
+/* Proposals handed to the core in one call. */
+#define REPLICA_PROPOSE_CHUNK 256
+
+/* ---- storage callbacks ---------------------------------------------------- */
+
+static int storage_entries(void *context, uint64_t lo, uint64_t hi, uint64_t max_bytes,
+                           fl_raft_entry *out, uint32_t out_capacity, uint32_t *out_count) {
+  replica *r = context;
+  shard *s = r->owner;
+  uint32_t capacity =
+      out_capacity < REPLICA_MAX_READ_ENTRIES ? out_capacity : REPLICA_MAX_READ_ENTRIES;
+  wal_entry *entries = arena_allocate(&s->scratch, capacity * sizeof(wal_entry));
+  size_t buffer_bytes = max_bytes < (1u << 20) ? (size_t)max_bytes + (64u << 10) : (2u << 20);
+  uint8_t *buffer = arena_allocate(&s->scratch, buffer_bytes);
+  if (entries == NULL || buffer == NULL) {
+    return FL_RAFT_E_NOMEM;
+  }
+  wal_group_state state;
+  if (wal_group(s->log, r->group, &state) != 0 || lo < state.first_index) {
+    return FL_RAFT_E_COMPACTED;
+  }
+  uint32_t count = 0;
+  int rc = wal_read(s->log, r->group, lo, hi, max_bytes, entries, capacity, &count, buffer,
+                    buffer_bytes);
+  if (rc == -ERANGE) {
+    /* the first entry is larger than the buffer: give it room */
+    wal_entry probe;
+    buffer_bytes = 64u << 20;
+    buffer = arena_allocate(&s->scratch, buffer_bytes);
+    rc = buffer == NULL ? -ENOMEM
+                        : wal_read(s->log, r->group, lo, lo + 1, max_bytes, &probe, 1, &count,
+                                   buffer, buffer_bytes);
+    entries[0] = probe;
+  }
+  if (rc != 0) {
+    return rc == -ENOENT ? FL_RAFT_E_UNAVAILABLE : FL_RAFT_E_NOMEM;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    out[i] = (fl_raft_entry){.term = entries[i].term,
+                             .index = entries[i].index,
+                             .type = entries[i].type,
+                             .length = entries[i].length,
+                             .data = entries[i].data};
+  }
+  *out_count = count;
+  return 0;
+}
+
+static int storage_snapshot(void *context, fl_raft_snapshot_meta *out) {
+  replica *r = context;
+  *out = r->snapshot;
+  return 0;
+}
+
+/* ---- opening: restore from the WAL -------------------------------------- */
+
+static void collect_term_run(void *context, uint64_t first_index, uint64_t term) {
+  shard *s = context;
+  if (s->term_run_count == s->term_run_capacity) {
+    uint32_t capacity = s->term_run_capacity ? s->term_run_capacity * 2 : 64;
+    fl_raft_term_run *grown = realloc(s->term_runs, capacity * sizeof(*grown));
+    if (grown == NULL) {
+      return; /* detected by the caller: fewer runs than expected */
+    }
+    s->term_runs = grown;
+    s->term_run_capacity = capacity;
+  }
+  s->term_runs[s->term_run_count++] = (fl_raft_term_run){first_index, term};
+}
+
+/* Reads what the WAL holds of the group into `restore`; 1 when nothing. */
+static int load_from_wal(replica *r, fl_raft_restore *restore) {
+  shard *s = r->owner;
+  wal_group_state state;
+  int rc = wal_group(s->log, r->group, &state);
+  if (rc == -ENOENT || (rc == 0 && !state.has_snapshot)) {
+    return 1;
+  }
+  uint8_t conf_bytes[512];
+  uint32_t length = 0;
+  rc = rc != 0 ? rc : wal_snapshot_data(s->log, r->group, conf_bytes, sizeof(conf_bytes), &length);
+  if (rc != 0) {
+    return rc;
+  }
+  r->snapshot.index = state.snapshot_index;
+  r->snapshot.term = state.snapshot_term;
+  if (length > 0 && fl_raft_conf_decode(conf_bytes, length, &r->snapshot.conf) != 0) {
+    return -EUCLEAN;
+  }
+  s->term_run_count = 0;
+  wal_term_runs(s->log, r->group, collect_term_run, s);
+  *restore = (fl_raft_restore){
+      .hard_state = {state.hard_state.term, state.hard_state.vote, state.hard_state.commit},
+      .snapshot = r->snapshot,
+      .last_index = state.last_index,
+      .term_runs = s->term_runs,
+      .term_run_count = s->term_run_count,
+      .applied = state.snapshot_index,
+  };
+  r->applied = state.snapshot_index;
+  return 0;
+}
+
+/* A new group: its initial configuration is written as a marker at index 0
+ * so that a restart finds it before any snapshot exists. */
+static int bootstrap(replica *r, const fl_raft_conf *conf, fl_raft_restore *restore) {
+  uint8_t bytes[512];
+  size_t length = fl_raft_conf_encode(conf, bytes, sizeof(bytes));
+  if (length == 0) {
+    return -EINVAL;
+  }
+  int rc = wal_save_snapshot(r->owner->log, r->group, 0, 0, bytes, (uint32_t)length, NULL);
+  if (rc == -ENOBUFS) {
+    rc = wal_flush(r->owner->log);
+    rc = rc == 0 ? wal_save_snapshot(r->owner->log, r->group, 0, 0, bytes, (uint32_t)length, NULL)
+                 : rc;
+  }
+  r->snapshot = (fl_raft_snapshot_meta){.conf = *conf};
+  *restore = (fl_raft_restore){.snapshot = r->snapshot};
+  return rc;
+}
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return x;
+}
+
+int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **out) {
+  replica *r = calloc(1, sizeof(*r));
+  if (r == NULL) {
+    return -ENOMEM;
+  }
+  r->group = group;
+  r->owner = s;
+  r->generation = ++s->generation;
+  r->storage =
+      (fl_raft_storage){.context = r, .entries = storage_entries, .snapshot = storage_snapshot};
+  fl_raft_restore restore;
+  int rc = load_from_wal(r, &restore);
+  if (rc == 1) {
+    rc = conf != NULL ? bootstrap(r, conf, &restore) : 0;
+    if (conf == NULL) {
+      restore = (fl_raft_restore){0}; /* a joiner: learns its configuration */
+    }
+  }
+  if (rc == 0) {
+    rc = machine_create(s, group, &r->machine);
+  }
+  uint64_t self = s->engine->options.node_id;
+  if (rc == 0) {
+    r->raft = fl_raft_create(self, &s->engine->raft_options, &r->storage, &restore,
+                             mix(group ^ mix(self)) ^ (uint64_t)s->now_ms);
+    rc = r->raft == NULL ? -EINVAL : 0;
+  }
+  if (rc != 0) {
+    machine_destroy(s, r->machine);
+    free(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+/* ---- answering callers ---------------------------------------------------- */
+
+static void fail_requests(request *list, int status, bool read) {
+  while (list != NULL) {
+    request *next = list->next;
+    if (read) {
+      list->read_callback(list->context, status, NULL, 0);
+    } else {
+      list->propose_callback(list->context, status, NULL);
+    }
+    free(list);
+    list = next;
+  }
+}
+
+static void fail_proposals(replica *r, int status) {
+  while (r->proposal_count > 0) {
+    pending_proposal *p = &r->proposals[r->proposal_head];
+    r->proposal_head = (r->proposal_head + 1) % r->proposal_capacity;
+    r->proposal_count--;
+    p->callback(p->context, status, NULL);
+  }
+}
+
+static void release_after_write(replica *r) {
+  while (r->after_write_head != NULL) {
+    after_write *next = r->after_write_head->next;
+    free(r->after_write_head);
+    r->after_write_head = next;
+  }
+  r->after_write_tail = NULL;
+}
+
+void replica_close(replica *r, int status) {
+  if (r == NULL) {
+    return;
+  }
+  fail_proposals(r, status);
+  fail_requests(r->batch_head, status, false);
+  fail_requests(r->reads_waiting, status, true);
+  fail_requests(r->reads_ready, status, true);
+  release_after_write(r);
+  fl_raft_destroy(r->raft);
+  machine_destroy(r->owner, r->machine);
+  free(r->proposals);
+  free(r);
+}
+
+/* ---- proposals ------------------------------------------------------------ */
+
+static int grow_proposals(replica *r, uint32_t need) {
+  if (r->proposal_count + need <= r->proposal_capacity) {
+    return 0;
+  }
+  uint32_t capacity = r->proposal_capacity ? r->proposal_capacity : 16;
+  while (capacity < r->proposal_count + need) {
+    capacity *= 2;
+  }
+  pending_proposal *ring = malloc(capacity * sizeof(*ring));
+  if (ring == NULL) {
+    return -ENOMEM;
+  }
+  for (uint32_t i = 0; i < r->proposal_count; i++) {
+    ring[i] = r->proposals[(r->proposal_head + i) % r->proposal_capacity];
+  }
+  free(r->proposals);
+  r->proposals = ring;
+  r->proposal_head = 0;
+  r->proposal_capacity = capacity;
+  return 0;
+}
+
+void replica_track_proposal(replica *r, uint64_t index, uint64_t term, fl_propose_callback callback,
+                            void *context) {
+  if (grow_proposals(r, 1) != 0) {
+    callback(context, FL_E_NOMEM, NULL);
+    return;
+  }
+  uint32_t slot = (r->proposal_head + r->proposal_count) % r->proposal_capacity;
+  r->proposals[slot] =
+      (pending_proposal){.index = index, .term = term, .callback = callback, .context = context};
+  r->proposal_count++;
+}
+
+void replica_add_proposal(replica *r, request *q) {
+  q->next = NULL;
+  if (r->batch_tail != NULL) {
+    r->batch_tail->next = q;
+  } else {
+    r->batch_head = q;
+  }
+  r->batch_tail = q;
+  r->batch_count++;
+  shard_mark_ready(r->owner, r);
+}
+
+static int propose_status(int raft_error) {
+  switch (raft_error) {
+  case FL_RAFT_E_NOT_LEADER:
+  case FL_RAFT_E_TRANSFERRING:
+    return FL_E_NOT_LEADER;
+  case FL_RAFT_E_TOO_LARGE:
+  case FL_RAFT_E_BUSY:
+    return FL_E_BUSY;
+  case FL_RAFT_E_NOMEM:
+    return FL_E_NOMEM;
+  default:
+    return FL_E_INVALID;
+  }
+}
+
+/* Proposes the gathered batch in chunks the core accepts at once. The
+ * request structs (and their bytes) stay alive until the drain's advance:
+ * they go to the shard's arena-lifetime free list. */
+static void propose_chunk(replica *r, request **cursor, uint32_t count, request **done) {
+  const uint8_t *data[REPLICA_PROPOSE_CHUNK];
+  uint32_t lengths[REPLICA_PROPOSE_CHUNK];
+  request *q = *cursor;
+  for (uint32_t i = 0; i < count; i++, q = q->next) {
+    data[i] = q->data;
+    lengths[i] = q->length;
+  }
+  int rc = grow_proposals(r, count);
+  rc = rc == 0 ? fl_raft_propose(r->raft, data, lengths, count) : FL_RAFT_E_NOMEM;
+  fl_raft_status status;
+  fl_raft_get_status(r->raft, &status);
+  q = *cursor;
+  for (uint32_t i = 0; i < count; i++) {
+    request *next = q->next;
+    if (rc == 0) {
+      uint32_t slot = (r->proposal_head + r->proposal_count) % r->proposal_capacity;
+      r->proposals[slot] = (pending_proposal){.index = status.last_index - count + 1 + i,
+                                              .term = status.term,
+                                              .callback = q->propose_callback,
+                                              .context = q->context};
+      r->proposal_count++;
+    } else {
+      q->propose_callback(q->context, propose_status(rc), NULL);
+    }
+    q->next = *done;
+    *done = q;
+    q = next;
+  }
+  *cursor = q;
+}
+
+void replica_propose_batch(replica *r) {
+  request *done = NULL;
+  request *cursor = r->batch_head;
+  uint32_t left = r->batch_count;
+  while (left > 0) {
+    uint32_t count = left < REPLICA_PROPOSE_CHUNK ? left : REPLICA_PROPOSE_CHUNK;
+    propose_chunk(r, &cursor, count, &done);
+    left -= count;
+  }
+  r->batch_head = r->batch_tail = NULL;
+  r->batch_count = 0;
+  shard_defer_free(r->owner, done);
+}
+
+/* Answers the proposals whose entries are at or below `index`. */
+static void resolve_proposals(replica *r, const fl_raft_entry *entry, const fl_result *result) {
+  while (r->proposal_count > 0) {
+    pending_proposal *p = &r->proposals[r->proposal_head];
+    if (p->index > entry->index) {
+      return;
+    }
+    bool mine = p->index == entry->index && p->term == entry->term;
+    r->proposal_head = (r->proposal_head + 1) % r->proposal_capacity;
+    r->proposal_count--;
+    if (mine) {
+      p->callback(p->context, result != NULL ? result->status : 0, result);
+    } else {
+      p->callback(p->context, FL_E_DROPPED, NULL);
+    }
+  }
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+void replica_read(replica *r, request *q) {
+  if (q->read_mode == FL_READ_LOCAL) {
+    machine_get(r->owner, r->machine, q->data, q->length, q->read_callback, q->context);
+    free(q);
+    return;
+  }
+  q->read_index = ++r->owner->next_context;
+  int rc = fl_raft_read_index(r->raft, q->read_index);
+  if (rc != 0) {
+    q->read_callback(q->context, rc == FL_RAFT_E_BUSY ? FL_E_BUSY : FL_E_UNAVAILABLE, NULL, 0);
+    free(q);
+    return;
+  }
+  q->next = r->reads_waiting;
+  r->reads_waiting = q;
+  shard_mark_ready(r->owner, r);
+}
+
+static void take_read_states(replica *r, const fl_raft_read_state *states, uint32_t count) {
+  for (uint32_t i = 0; i < count; i++) {
+    for (request **link = &r->reads_waiting; *link != NULL; link = &(*link)->next) {
+      request *q = *link;
+      if (q->read_index == states[i].context) {
+        *link = q->next;
+        q->read_index = states[i].index;
+        q->next = r->reads_ready;
+        r->reads_ready = q;
+        break;
+      }
+    }
+  }
+}
+
+static void serve_reads(replica *r) {
+  for (request **link = &r->reads_ready; *link != NULL;) {
+    request *q = *link;
+    if (q->read_index > r->applied) {
+      link = &q->next;
+      continue;
+    }
+    *link = q->next;
+    machine_get(r->owner, r->machine, q->data, q->length, q->read_callback, q->context);
+    free(q);
+  }
+}
+
+/* ---- one update ----------------------------------------------------------- */
+
+static void on_write_durable(void *context, int result) {
+  write_ticket *ticket = context;
+  shard_write_done(ticket, result);
+}
+
+/* Appends, flushing a full batch; a run larger than what a batch takes is
+ * split (the first part replaces the log from its index, the rest follow:
+ * nothing is acknowledged before the last part is durable). */
+static int append_entries(wal *w, uint64_t group, const wal_entry *entries, uint32_t count) {
+  int rc = wal_append(w, group, entries, count, NULL);
+  if (rc == -ENOBUFS) {
+    rc = wal_flush(w);
+    rc = rc == 0 ? wal_append(w, group, entries, count, NULL) : rc;
+  }
+  if ((rc == -ENOBUFS || rc == -EMSGSIZE) && count > 1) {
+    uint32_t half = count / 2;
+    rc = append_entries(w, group, entries, half);
+    rc = rc == 0 ? append_entries(w, group, entries + half, count - half) : rc;
+  }
+  return rc;
+}
+
+static int queue_entries(replica *r, const fl_raft_update *u) {
+  wal_entry *entries = arena_allocate(&r->owner->scratch, u->entry_count * sizeof(wal_entry));
+  if (entries == NULL) {
+    return -ENOMEM;
+  }
+  for (uint32_t i = 0; i < u->entry_count; i++) {
+    const fl_raft_entry *e = &u->entries[i];
+    entries[i] = (wal_entry){
+        .index = e->index, .term = e->term, .type = e->type, .length = e->length, .data = e->data};
+  }
+  r->owner->stats.wal_entries += u->entry_count;
+  return append_entries(r->owner->log, r->group, entries, u->entry_count);
+}
+
+static int queue_hard_state(replica *r, const fl_raft_hard_state *h) {
+  wal_hard_state state = {.term = h->term, .vote = h->vote, .commit = h->commit};
+  int rc = wal_save_hard_state(r->owner->log, r->group, &state, NULL);
+  if (rc == -ENOBUFS) {
+    rc = wal_flush(r->owner->log);
+    rc = rc == 0 ? wal_save_hard_state(r->owner->log, r->group, &state, NULL) : rc;
+  }
+  return rc;
+}
+
+static int queue_write(replica *r, const fl_raft_update *u) {
+  if (u->snapshot != NULL) {
+    return -ENOTSUP; /* snapshot installation arrives with snapshot streaming */
+  }
+  int rc = u->hard_state_changed ? queue_hard_state(r, &u->hard_state) : 0;
+  if (rc == 0 && u->entry_count > 0) {
+    rc = queue_entries(r, u);
+  }
+  if (rc != 0) {
+    return rc;
+  }
+  write_ticket *ticket = malloc(sizeof(*ticket));
+  if (ticket == NULL) {
+    return -ENOMEM;
+  }
+  *ticket = (write_ticket){.request = {.callback = on_write_durable, .context = ticket},
+                           .owner = r->owner,
+                           .group = r->group,
+                           .generation = r->generation,
+                           .write_id = u->write_id};
+  rc = wal_barrier(r->owner->log, &ticket->request);
+  if (rc == 1) {
+    shard_write_done(ticket, 0); /* nothing pending: durable now */
+    rc = 0;
+  }
+  return rc;
+}
+
+static after_write *copy_message(const fl_raft_message *m, uint64_t write_id) {
+  size_t bytes = sizeof(after_write) + m->entry_count * sizeof(fl_raft_entry);
+  for (uint32_t i = 0; i < m->entry_count; i++) {
+    bytes += m->entries[i].length;
+  }
+  after_write *copy = malloc(bytes);
+  if (copy == NULL) {
+    return NULL;
+  }
+  copy->write_id = write_id;
+  copy->message = *m;
+  copy->next = NULL;
+  fl_raft_entry *entries = (fl_raft_entry *)(copy + 1);
+  uint8_t *data = (uint8_t *)(entries + m->entry_count);
+  for (uint32_t i = 0; i < m->entry_count; i++) {
+    entries[i] = m->entries[i];
+    if (m->entries[i].length > 0) {
+      memcpy(data, m->entries[i].data, m->entries[i].length);
+    }
+    entries[i].data = data;
+    data += m->entries[i].length;
+  }
+  copy->message.entries = m->entry_count > 0 ? entries : NULL;
+  return copy;
+}
+
+static int hold_after_write(replica *r, const fl_raft_update *u) {
+  for (uint32_t i = 0; i < u->message_after_write_count; i++) {
+    after_write *copy = copy_message(&u->messages_after_write[i], u->write_id);
+    if (copy == NULL) {
+      return -ENOMEM;
+    }
+    if (r->after_write_tail != NULL) {
+      r->after_write_tail->next = copy;
+    } else {
+      r->after_write_head = copy;
+    }
+    r->after_write_tail = copy;
+  }
+  return 0;
+}
+
+/* Applies committed entries in batches of commands; conf changes are the
+ * core's business (it read them when they were appended). */
+static void apply_committed(replica *r, const fl_raft_entry *entries, uint32_t count) {
+  fl_command commands[REPLICA_APPLY_BATCH];
+  fl_result results[REPLICA_APPLY_BATCH];
+  uint32_t positions[REPLICA_APPLY_BATCH];
+  for (uint32_t start = 0; start < count;) {
+    uint32_t end = start;
+    uint32_t n = 0;
+    for (; end < count && n < REPLICA_APPLY_BATCH; end++) {
+      const fl_raft_entry *e = &entries[end];
+      if (e->type == FL_RAFT_ENTRY_NORMAL && e->length > 0) {
+        commands[n] = (fl_command){e->index, e->term, e->data, e->length};
+        positions[n++] = end;
+      }
+    }
+    if (n > 0) {
+      machine_apply(r->owner, &r->machine, commands, n, results);
+    }
+    uint32_t k = 0;
+    for (uint32_t i = start; i < end; i++) {
+      const fl_result *result = k < n && positions[k] == i ? &results[k++] : NULL;
+      r->applied = entries[i].index;
+      resolve_proposals(r, &entries[i], result);
+    }
+    r->owner->stats.applied += end - start;
+    start = end;
+  }
+}
+
+static void note_role(replica *r, const fl_raft_update *u) {
+  bool lost = r->role == FL_RAFT_LEADER && u->role != FL_RAFT_LEADER;
+  bool leader_changed = r->leader != u->leader;
+  r->role = u->role;
+  r->leader = u->leader;
+  if (lost || leader_changed) {
+    /* the core dropped its pending reads: callers retry elsewhere */
+    fail_requests(r->reads_waiting, FL_E_UNAVAILABLE, true);
+    r->reads_waiting = NULL;
+  }
+}
+
+static int handle_update(replica *r, const fl_raft_update *u) {
+  note_role(r, u);
+  int rc = u->has_write ? queue_write(r, u) : 0;
+  if (rc != 0) {
+    return rc;
+  }
+  for (uint32_t i = 0; i < u->message_count; i++) {
+    network_send(r->owner, r->group, &u->messages[i]);
+  }
+  rc = hold_after_write(r, u);
+  if (rc != 0) {
+    return rc;
+  }
+  apply_committed(r, u->committed, u->committed_count);
+  take_read_states(r, u->read_states, u->read_state_count);
+  serve_reads(r);
+  return 0;
+}
+
+void replica_drain(replica *r) {
+  if (r->batch_count > 0) {
+    replica_propose_batch(r);
+  }
+  while (fl_raft_has_update(r->raft)) {
+    fl_raft_update u;
+    fl_raft_get_update(r->raft, &u);
+    int rc = handle_update(r, &u);
+    fl_raft_advance(r->raft, &u);
+    if (rc != 0) {
+      shard_fail(r->owner, rc, "group update");
+      return;
+    }
+  }
+}
+
+void replica_step(replica *r, const fl_raft_message *message) {
+  r->owner->stats.messages_received++;
+  fl_raft_step(r->raft, message);
+  shard_mark_ready(r->owner, r);
+}
+
+/* A write is durable: tell the core, then send what waited for it. */
+void replica_persisted(replica *r, uint64_t write_id) {
+  fl_raft_persisted(r->raft, write_id);
+  while (r->after_write_head != NULL && r->after_write_head->write_id <= write_id) {
+    after_write *first = r->after_write_head;
+    r->after_write_head = first->next;
+    network_send(r->owner, r->group, &first->message);
+    free(first);
+  }
+  if (r->after_write_head == NULL) {
+    r->after_write_tail = NULL;
+  }
+  shard_mark_ready(r->owner, r);
+}

@@ -1,0 +1,676 @@
+/*
+ * shard.c - one shard: a thread, its io_uring, its WAL, its transport and
+ * the replicas of the groups that hash to it.
+ *
+ *   STARTING --setup ok--> RUNNING --REQUEST_STOP--> STOPPING --> (joined)
+ *       \--setup failed--> (joined, fl_engine_open fails)
+ *   RUNNING --fatal disk or memory error--> FAILED (answers FL_E_IO)
+ *
+ * One loop iteration, in the order the brief's write path needs:
+ *   1. wait in the kernel (io_uring) unless work is known to be ready;
+ *      completions: the request queue's eventfd, the WAL's eventfd, the
+ *      tick timer, and the transport's sends and receives (inbound frames
+ *      are stepped into their replicas and drained at once);
+ *   2. report durable writes to their cores (persisted, then the messages
+ *      that waited for them);
+ *   3. on a tick: tick every replica, the transport's clock;
+ *   4. take every queued request: proposals are gathered per replica;
+ *   5. drain every replica with work: persist, send, apply, answer;
+ *   6. one transport flush (one send per peer) and one WAL flush (one write
+ *      + one fdatasync for all groups);
+ *   7. free what the cores referenced (arena, proposal requests).
+ *
+ * Invariant: between iterations no replica holds an update it has not
+ * advanced, so the arena can be reset.
+ */
+#include "engine/engine_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/dispatch.h"
+
+#define SHARD_RING_ENTRIES 4096u
+
+static uint64_t monotonic_ms(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+void shard_log(shard *s, int level, const char *format, ...) {
+  if (level < s->engine->options.log_level) {
+    return;
+  }
+  char message[512];
+  int prefix = snprintf(message, sizeof(message), "shard %u: ", s->index);
+  va_list arguments;
+  va_start(arguments, format);
+  vsnprintf(message + prefix, sizeof(message) - (size_t)prefix, format, arguments);
+  va_end(arguments);
+  const fl_options *o = &s->engine->options;
+  if (o->log != NULL) {
+    o->log(o->log_context, level, message);
+  } else {
+    fprintf(stderr, "flotilla: %s\n", message);
+  }
+}
+
+uint32_t shard_of_group(const fl_engine *engine, uint64_t group) {
+  group ^= group >> 31;
+  group *= 0x7fb5d329728ea185ULL;
+  group ^= group >> 27;
+  return (uint32_t)(group % engine->shard_count);
+}
+
+void shard_fail(shard *s, int error, const char *what) {
+  if (s->failure == 0) {
+    s->failure = error;
+    shard_log(s, 3, "fatal: %s: %s; the shard stops serving", what, strerror(-error));
+  }
+}
+
+void shard_mark_ready(shard *s, replica *r) {
+  if (r->ready) {
+    return;
+  }
+  r->ready = true;
+  r->next_ready = NULL;
+  if (s->ready_tail != NULL) {
+    s->ready_tail->next_ready = r;
+  } else {
+    s->ready_head = r;
+  }
+  s->ready_tail = r;
+}
+
+void shard_drain_ready(shard *s) {
+  while (s->ready_head != NULL && s->failure == 0) {
+    replica *r = s->ready_head;
+    s->ready_head = r->next_ready;
+    if (s->ready_head == NULL) {
+      s->ready_tail = NULL;
+    }
+    r->ready = false;
+    replica_drain(r);
+  }
+}
+
+void shard_write_done(write_ticket *ticket, int result) {
+  shard *s = ticket->owner;
+  ticket->result = result;
+  ticket->next = NULL;
+  if (s->durable_tail != NULL) {
+    s->durable_tail->next = ticket;
+  } else {
+    s->durable_head = ticket;
+  }
+  s->durable_tail = ticket;
+}
+
+void shard_defer_free(shard *s, request *list) {
+  while (list != NULL) {
+    request *next = list->next;
+    list->next = s->deferred;
+    s->deferred = list;
+    list = next;
+  }
+}
+
+static void report_durable(shard *s) {
+  while (s->durable_head != NULL) {
+    write_ticket *ticket = s->durable_head;
+    s->durable_head = ticket->next;
+    if (s->durable_head == NULL) {
+      s->durable_tail = NULL;
+    }
+    if (ticket->result != 0) {
+      shard_fail(s, ticket->result, "WAL write");
+    }
+    replica *r = replica_table_find(&s->replicas, ticket->group);
+    if (ticket->result == 0 && r != NULL && r->generation == ticket->generation) {
+      replica_persisted(r, ticket->write_id);
+    }
+    free(ticket);
+  }
+}
+
+/* ---- ring completions ---------------------------------------------------- */
+
+static void arm_read(shard *s, fl_completion *completion, int fd, uint64_t *value) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+  if (sqe == NULL) {
+    io_uring_submit(&s->ring);
+    sqe = io_uring_get_sqe(&s->ring);
+  }
+  io_uring_prep_read(sqe, fd, value, sizeof(*value), 0);
+  io_uring_sqe_set_data(sqe, completion);
+}
+
+static void arm_tick(shard *s) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+  if (sqe == NULL) {
+    io_uring_submit(&s->ring);
+    sqe = io_uring_get_sqe(&s->ring);
+  }
+  io_uring_prep_timeout(sqe, &s->tick_interval, 0, 0);
+  io_uring_sqe_set_data(sqe, &s->tick);
+}
+
+static void on_queue_wake(fl_completion *completion, int result, uint32_t flags) {
+  (void)flags;
+  shard *s = FL_CONTAINER_OF(completion, shard, queue_wake);
+  (void)result;
+  s->queue_signaled = true;
+  if (!s->stopping) {
+    arm_read(s, &s->queue_wake, fl_queue_event_fd(&s->queue), &s->queue_wake_value);
+  }
+}
+
+static void on_wal_wake(fl_completion *completion, int result, uint32_t flags) {
+  (void)flags;
+  (void)result;
+  shard *s = FL_CONTAINER_OF(completion, shard, wal_wake);
+  s->wal_signaled = true;
+  if (!s->stopping) {
+    arm_read(s, &s->wal_wake, wal_notify_fd(s->log), &s->wal_wake_value);
+  }
+}
+
+static void on_tick(fl_completion *completion, int result, uint32_t flags) {
+  (void)flags;
+  (void)result;
+  shard *s = FL_CONTAINER_OF(completion, shard, tick);
+  s->tick_due = true;
+  if (!s->stopping) {
+    arm_tick(s);
+  }
+}
+
+/* ---- requests -------------------------------------------------------------- */
+
+static void finish_blocking(request *q, int result) {
+  q->result = result;
+  sem_post(q->done);
+}
+
+static void answer_failed(request *q, int status) {
+  switch (q->type) {
+  case REQUEST_PROPOSE:
+  case REQUEST_CHANGE:
+    q->propose_callback(q->context, status, NULL);
+    free(q);
+    return;
+  case REQUEST_READ:
+    q->read_callback(q->context, status, NULL, 0);
+    free(q);
+    return;
+  case REQUEST_TRANSFER:
+    free(q);
+    return;
+  default:
+    finish_blocking(q, status);
+  }
+}
+
+static int create_group(shard *s, request *q, bool join) {
+  if (replica_table_find(&s->replicas, q->group) != NULL) {
+    return FL_E_EXISTS;
+  }
+  fl_raft_conf conf = {0};
+  if (!join) {
+    if (q->member_count == 0 || q->member_count > FL_RAFT_MAX_VOTERS) {
+      return FL_E_INVALID;
+    }
+    conf.voter_count = (uint8_t)q->member_count;
+    memcpy(conf.voters, q->members, q->member_count * sizeof(uint64_t));
+    if (!fl_raft_conf_is_valid(&conf)) {
+      return FL_E_INVALID;
+    }
+  }
+  replica *r = NULL;
+  int rc = replica_open(s, q->group, join ? NULL : &conf, &r);
+  if (rc == 0 && replica_table_insert(&s->replicas, r) != 0) {
+    replica_close(r, FL_E_CLOSED);
+    rc = -ENOMEM;
+  }
+  if (rc != 0) {
+    return rc == -ENOMEM ? FL_E_NOMEM : FL_E_INVALID;
+  }
+  shard_mark_ready(s, r);
+  return 0;
+}
+
+static void group_removed(void *context, int result) {
+  request *q = context;
+  finish_blocking(q, result == 0 ? 0 : FL_E_IO);
+}
+
+static void remove_group(shard *s, request *q) {
+  replica *r = replica_table_find(&s->replicas, q->group);
+  if (r == NULL) {
+    finish_blocking(q, FL_E_NO_GROUP);
+    return;
+  }
+  replica_table_remove(&s->replicas, q->group);
+  if (r->ready) {
+    /* unlink from the ready list */
+    for (replica **link = &s->ready_head; *link != NULL; link = &(*link)->next_ready) {
+      if (*link == r) {
+        *link = r->next_ready;
+        break;
+      }
+    }
+    s->ready_tail = NULL;
+    for (replica *p = s->ready_head; p != NULL; p = p->next_ready) {
+      s->ready_tail = p;
+    }
+  }
+  replica_close(r, FL_E_NO_GROUP);
+  /* the request doubles as the WAL request: durable removal answers it */
+  wal_request *done = (wal_request *)q->out;
+  *done = (wal_request){.callback = group_removed, .context = q};
+  int rc = wal_remove_group(s->log, q->group, done);
+  if (rc == -ENOBUFS) {
+    rc = wal_flush(s->log);
+    rc = rc == 0 ? wal_remove_group(s->log, q->group, done) : rc;
+  }
+  if (rc != 0) {
+    finish_blocking(q, FL_E_IO);
+  }
+}
+
+static void fill_status(replica *r, fl_group_status *out) {
+  fl_raft_status st;
+  fl_raft_get_status(r->raft, &st);
+  *out = (fl_group_status){.group = r->group,
+                           .role = (fl_role)st.role,
+                           .term = st.term,
+                           .leader = st.leader,
+                           .commit = st.commit,
+                           .applied = r->applied,
+                           .first_index = st.first_index,
+                           .last_index = st.last_index,
+                           .voter_count = st.conf.voter_count,
+                           .learner_count = st.conf.learner_count};
+  memcpy(out->voters, st.conf.voters, sizeof(out->voters));
+  memcpy(out->learners, st.conf.learners, sizeof(out->learners));
+}
+
+static void list_groups(shard *s, request *q) {
+  uint64_t *out = q->out;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < s->replicas.capacity; i++) {
+    replica *r = s->replicas.slots[i];
+    if (r != NULL) {
+      if (n < q->out_capacity) {
+        out[n] = r->group;
+      }
+      n++;
+    }
+  }
+  q->out_count = n;
+  finish_blocking(q, 0);
+}
+
+static void fill_stats(shard *s, fl_shard_stats *out) {
+  wal_stats w;
+  wal_get_stats(s->log, &w);
+  *out = s->stats;
+  out->shard = s->index;
+  out->groups = s->replicas.count;
+  out->wal_batches = w.batches;
+  out->wal_bytes = w.bytes_written;
+  out->wal_syncs = w.syncs;
+}
+
+static void change_membership(replica *r, request *q) {
+  fl_raft_change change = {.node = q->node};
+  change.op = q->change == FL_ADD_VOTER     ? FL_RAFT_ADD_VOTER
+              : q->change == FL_ADD_LEARNER ? FL_RAFT_ADD_LEARNER
+                                            : FL_RAFT_REMOVE;
+  int rc = fl_raft_propose_change(r->raft, &change, 1, true);
+  if (rc != 0) {
+    int status = rc == FL_RAFT_E_CONF_PENDING ? FL_E_CONFLICT
+                 : rc == FL_RAFT_E_NOT_LEADER ? FL_E_NOT_LEADER
+                                              : FL_E_INVALID;
+    q->propose_callback(q->context, status, NULL);
+    free(q);
+    return;
+  }
+  /* answered when the conf entry applies: it is the newest proposal */
+  fl_raft_status st;
+  fl_raft_get_status(r->raft, &st);
+  replica_track_proposal(r, st.last_index, st.term, q->propose_callback, q->context);
+  free(q);
+  shard_mark_ready(r->owner, r);
+}
+
+static void handle_group_request(shard *s, replica *r, request *q) {
+  switch (q->type) {
+  case REQUEST_PROPOSE:
+    s->stats.proposals++;
+    replica_add_proposal(r, q);
+    return;
+  case REQUEST_READ:
+    replica_read(r, q);
+    return;
+  case REQUEST_STATUS:
+    fill_status(r, q->out);
+    finish_blocking(q, 0);
+    return;
+  case REQUEST_CHANGE:
+    change_membership(r, q);
+    return;
+  case REQUEST_TRANSFER:
+    fl_raft_transfer_leader(r->raft, q->node);
+    shard_mark_ready(s, r);
+    free(q);
+    return;
+  default:
+    assert(false);
+  }
+}
+
+static void handle_request(shard *s, request *q) {
+  if (s->failure != 0 && q->type != REQUEST_STOP) {
+    answer_failed(q, FL_E_IO);
+    return;
+  }
+  switch (q->type) {
+  case REQUEST_CREATE_GROUP:
+  case REQUEST_JOIN_GROUP:
+    finish_blocking(q, create_group(s, q, q->type == REQUEST_JOIN_GROUP));
+    return;
+  case REQUEST_REMOVE_GROUP:
+    remove_group(s, q);
+    return;
+  case REQUEST_LIST_GROUPS:
+    list_groups(s, q);
+    return;
+  case REQUEST_STATS:
+    fill_stats(s, q->out);
+    finish_blocking(q, 0);
+    return;
+  case REQUEST_STOP:
+    s->stopping = true;
+    finish_blocking(q, 0);
+    return;
+  default:
+    break;
+  }
+  replica *r = replica_table_find(&s->replicas, q->group);
+  if (r == NULL) {
+    answer_failed(q, FL_E_NO_GROUP);
+    return;
+  }
+  handle_group_request(s, r, q);
+}
+
+static void take_requests(shard *s) {
+  fl_queue_rearm(&s->queue);
+  for (request *q; (q = fl_queue_pop(&s->queue)) != NULL;) {
+    handle_request(s, q);
+  }
+}
+
+bool shard_submit(shard *s, request *q) {
+  return fl_queue_push(&s->queue, q);
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void tick_all(shard *s) {
+  s->now_ms = monotonic_ms();
+  for (uint32_t i = 0; i < s->replicas.capacity; i++) {
+    replica *r = s->replicas.slots[i];
+    if (r != NULL) {
+      fl_raft_tick(r->raft);
+      shard_mark_ready(s, r);
+    }
+  }
+  network_tick(s, s->now_ms);
+}
+
+static void free_deferred(shard *s) {
+  while (s->deferred != NULL) {
+    request *next = s->deferred->next;
+    free(s->deferred);
+    s->deferred = next;
+  }
+  arena_reset(&s->scratch);
+}
+
+static bool has_ready_work(const shard *s) {
+  return s->ready_head != NULL || s->durable_head != NULL;
+}
+
+static void run_iteration(shard *s) {
+  bool wait = !has_ready_work(s) && !s->stopping;
+  int rc = fl_dispatch(&s->ring, wait ? 1 : 0, wait ? -1 : 0);
+  if (rc < 0) {
+    shard_fail(s, rc, "io_uring wait");
+  }
+  s->stats.loop_iterations++;
+  if (wal_poll(s->log, false) < 0) {
+    shard_fail(s, -EIO, "WAL");
+  }
+  s->wal_signaled = false;
+  report_durable(s);
+  if (s->tick_due) {
+    s->tick_due = false;
+    tick_all(s);
+  }
+  if (s->queue_signaled) {
+    s->queue_signaled = false;
+    take_requests(s);
+  }
+  shard_drain_ready(s);
+  network_flush(s);
+  if (s->failure == 0 && wal_flush(s->log) < 0) {
+    shard_fail(s, -EIO, "WAL flush");
+  }
+  free_deferred(s);
+}
+
+static void close_replicas(shard *s, int status) {
+  for (uint32_t i = 0; i < s->replicas.capacity; i++) {
+    if (s->replicas.slots[i] != NULL) {
+      replica_close(s->replicas.slots[i], status);
+      s->replicas.slots[i] = NULL;
+    }
+  }
+  replica_table_release(&s->replicas);
+  s->ready_head = s->ready_tail = NULL;
+}
+
+static void fail_queued(shard *s) {
+  for (request *q; (q = fl_queue_pop(&s->queue)) != NULL;) {
+    answer_failed(q, FL_E_CLOSED);
+  }
+}
+
+static void shutdown_shard(shard *s) {
+  close_replicas(s, FL_E_CLOSED);
+  fail_queued(s);
+  network_close(s); /* dispatches until the transport is idle */
+  wal_close(s->log);
+  s->log = NULL;
+  report_durable(s); /* tickets completed by the close */
+  free_deferred(s);
+  io_uring_queue_exit(&s->ring);
+}
+
+/* ---- setup ------------------------------------------------------------ */
+
+typedef struct group_list {
+  uint64_t *ids;
+  uint32_t count;
+  uint32_t capacity;
+} group_list;
+
+static void collect_group(void *context, uint64_t group) {
+  group_list *list = context;
+  if (list->count == list->capacity) {
+    uint32_t capacity = list->capacity ? list->capacity * 2 : 64;
+    uint64_t *grown = realloc(list->ids, capacity * sizeof(uint64_t));
+    if (grown == NULL) {
+      return;
+    }
+    list->ids = grown;
+    list->capacity = capacity;
+  }
+  list->ids[list->count++] = group;
+}
+
+static int recover_groups(shard *s) {
+  group_list list = {0};
+  wal_groups(s->log, collect_group, &list);
+  int rc = 0;
+  for (uint32_t i = 0; i < list.count && rc == 0; i++) {
+    replica *r = NULL;
+    rc = replica_open(s, list.ids[i], NULL, &r);
+    if (rc == 0) {
+      rc = replica_table_insert(&s->replicas, r);
+    }
+    if (rc == 0) {
+      shard_mark_ready(s, r);
+    }
+  }
+  free(list.ids);
+  return rc;
+}
+
+static int open_wal(shard *s) {
+  const fl_engine *e = s->engine;
+  char directory[4096];
+  snprintf(directory, sizeof(directory), "%s/shard-%u", e->data_dir, s->index);
+  wal_options options;
+  wal_options_default(&options);
+  options.directory = directory;
+  options.shard_id = s->index;
+  options.segment_bytes = e->options.wal_segment_bytes;
+  /* 1 MiB batches keep append-to-durable latency near one disk write; a
+   * small segment takes a quarter of itself (whole 4 KiB blocks). */
+  uint64_t batch = options.segment_bytes / 4 < (1u << 20) ? options.segment_bytes / 4 : (1u << 20);
+  options.batch_bytes = (uint32_t)(batch & ~(uint64_t)4095);
+  options.direct = e->options.fsync_mode == FL_FSYNC_DIRECT;
+  wal_recovery_report report;
+  int rc = wal_open(&options, &s->log, &report);
+  if (rc != 0) {
+    shard_log(s, 3, "cannot open the WAL in %s: %s %s", directory, strerror(-rc), report.error);
+  }
+  return rc;
+}
+
+static int setup(shard *s) {
+  int rc = io_uring_queue_init(SHARD_RING_ENTRIES, &s->ring, 0);
+  if (rc != 0) {
+    return rc;
+  }
+  s->now_ms = monotonic_ms();
+  rc = open_wal(s);
+  rc = rc == 0 ? recover_groups(s) : rc;
+  rc = rc == 0 ? network_open(s) : rc;
+  int wal_fd = rc == 0 ? wal_notify_fd(s->log) : rc;
+  if (wal_fd < 0) {
+    return wal_fd;
+  }
+  s->queue_wake.handle = on_queue_wake;
+  s->wal_wake.handle = on_wal_wake;
+  s->tick.handle = on_tick;
+  uint32_t tick_ms = s->engine->options.tick_ms;
+  s->tick_interval = (struct __kernel_timespec){.tv_sec = tick_ms / 1000,
+                                                .tv_nsec = (long long)(tick_ms % 1000) * 1000000};
+  arm_read(s, &s->queue_wake, fl_queue_event_fd(&s->queue), &s->queue_wake_value);
+  arm_read(s, &s->wal_wake, wal_fd, &s->wal_wake_value);
+  arm_tick(s);
+  s->queue_signaled = true; /* requests may have arrived before the first read */
+  return 0;
+}
+
+static void undo_setup(shard *s) {
+  close_replicas(s, FL_E_CLOSED);
+  if (s->net != NULL) {
+    network_close(s);
+  }
+  if (s->log != NULL) {
+    wal_close(s->log);
+    s->log = NULL;
+  }
+  report_durable(s);
+  if (s->ring.ring_fd > 0) {
+    io_uring_queue_exit(&s->ring);
+  }
+}
+
+static void *shard_main(void *argument) {
+  shard *s = argument;
+  s->start_result = setup(s);
+  bool started = s->start_result == 0;
+  if (!started) {
+    undo_setup(s);
+  }
+  sem_post(&s->started);
+  if (!started) {
+    return NULL;
+  }
+  while (!s->stopping) {
+    run_iteration(s);
+  }
+  shutdown_shard(s);
+  return NULL;
+}
+
+int shard_start(fl_engine *engine, uint32_t index, shard **out) {
+  shard *s = calloc(1, sizeof(*s));
+  if (s == NULL) {
+    return -ENOMEM;
+  }
+  s->engine = engine;
+  s->index = index;
+  int rc = fl_queue_init(&s->queue, engine->options.queue_capacity);
+  if (rc == 0) {
+    sem_init(&s->started, 0, 0);
+    rc = pthread_create(&s->thread, NULL, shard_main, s);
+    rc = rc != 0 ? -rc : 0;
+  }
+  if (rc == 0) {
+    sem_wait(&s->started);
+    rc = s->start_result;
+    if (rc != 0) {
+      pthread_join(s->thread, NULL);
+    }
+  }
+  if (rc != 0) {
+    fl_queue_destroy(&s->queue);
+    free(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+void shard_stop(shard *s) {
+  sem_t done;
+  sem_init(&done, 0, 0);
+  request stop = {.type = REQUEST_STOP, .done = &done};
+  while (!shard_submit(s, &stop)) {
+    sched_yield(); /* the queue is full: the shard is draining it */
+  }
+  sem_wait(&done);
+  pthread_join(s->thread, NULL);
+  sem_destroy(&done);
+  sem_destroy(&s->started);
+  fl_queue_destroy(&s->queue);
+  arena_release(&s->scratch);
+  free(s->term_runs);
+  free(s);
+}

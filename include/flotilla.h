@@ -1,0 +1,277 @@
+/*
+ * flotilla.h - the embedding API of Flotilla, a multi-raft storage engine.
+ *
+ * An fl_engine is one node of a cluster. It runs S shards, one thread each;
+ * every shard owns an io_uring, a write-ahead log, its connections to the
+ * other nodes and the Raft groups that hash to it. A group is replicated on
+ * several nodes; each replica applies committed commands to its state
+ * machine: the built-in ordered key-value store, or one the embedder gives.
+ *
+ * Conventions
+ *   - Every function returns int: 0 or a negative FL_E* code (fl_strerror).
+ *     Predicates return bool. Handles are opaque.
+ *   - Thread rules: every fl_ function may be called from any thread that is
+ *     not a shard thread, unless its comment says otherwise. Callbacks run ON
+ *     a shard thread: they must be short and must not call blocking fl_
+ *     functions (the ones marked "blocks"); the asynchronous ones are fine.
+ *   - Ownership: bytes passed in are copied before the call returns, unless
+ *     a comment says otherwise; bytes passed to a callback are valid only
+ *     during the callback.
+ *   - Asynchronous calls either return an error (and never call back) or
+ *     return 0 and call back exactly once.
+ */
+#ifndef FLOTILLA_H
+#define FLOTILLA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FL_API __attribute__((visibility("default")))
+
+enum fl_error {
+  FL_OK = 0,
+  FL_E_INVALID = -1,      /* a bad argument or option (the log names it) */
+  FL_E_NOMEM = -2,        /* out of memory */
+  FL_E_IO = -3,           /* a disk or network error; the shard stopped */
+  FL_E_NOT_LEADER = -4,   /* this replica is not the leader (see status.leader) */
+  FL_E_NO_GROUP = -5,     /* no such group on this node */
+  FL_E_EXISTS = -6,       /* the group already exists */
+  FL_E_BUSY = -7,         /* a bounded queue is full: retry later */
+  FL_E_TIMEOUT = -8,      /* no answer in time (no leader, partition) */
+  FL_E_CLOSED = -9,       /* the engine is closing */
+  FL_E_CORRUPT = -10,     /* on-disk state failed verification */
+  FL_E_TOO_LARGE = -11,   /* a command or value above the configured limit */
+  FL_E_DROPPED = -12,     /* the command was lost: leadership changed before commit */
+  FL_E_NOT_FOUND = -13,   /* no such key */
+  FL_E_UNAVAILABLE = -14, /* the group has no leader right now */
+  FL_E_CONFLICT = -15,    /* a membership change is already in progress */
+  FL_E_STATE = -16,       /* the state machine refused the command (see the result) */
+};
+
+FL_API const char *fl_strerror(int error);
+
+typedef struct fl_engine fl_engine;
+
+/* ---- state machines ----------------------------------------------------- */
+
+/* One committed command handed to a state machine. */
+typedef struct fl_command {
+  uint64_t index;
+  uint64_t term;
+  const uint8_t *data;
+  uint32_t length;
+} fl_command;
+
+/* What applying one command produced; bytes are the state machine's and
+ * valid until its next apply. */
+typedef struct fl_result {
+  int status;     /* 0, or FL_E_STATE (then `bytes` holds the reason) */
+  bool applied;   /* false: refused by a condition (KV: SET NX/XX), nothing changed */
+  bool has_bytes; /* `bytes` holds a value (KV: the old value of SET GET) */
+  int64_t integer;
+  const uint8_t *bytes;
+  uint32_t length;
+} fl_result;
+
+/*
+ * A user state machine (the default is the built-in KV store). Every
+ * function runs on the group's shard thread. apply() must be deterministic:
+ * every replica applies the same commands in the same order and must end in
+ * the same state. Snapshots: save() writes the whole state through
+ * `write` (called any number of times), restore() replaces the state with
+ * one read through `read` (returns bytes read, 0 at the end, <0 on error).
+ */
+typedef struct fl_state_machine {
+  void *(*create)(void *context, uint64_t group);
+  void (*destroy)(void *state);
+  void (*apply)(void *state, const fl_command *commands, uint32_t count, fl_result *results);
+  int (*save)(void *state, int (*write)(void *sink, const void *bytes, size_t length), void *sink);
+  int (*restore)(void *state, long (*read)(void *source, void *bytes, size_t capacity),
+                 void *source);
+  void *context;
+} fl_state_machine;
+
+/* ---- options ------------------------------------------------------------ */
+
+typedef struct fl_node_address {
+  uint64_t node_id; /* never 0 */
+  char host[64];    /* IPv4 address or name */
+  uint16_t port;    /* the node's base peer port: shard s listens on port + s */
+} fl_node_address;
+
+typedef enum fl_fsync_mode {
+  FL_FSYNC_DATA = 0,   /* buffered writes + fdatasync after each WAL batch (default) */
+  FL_FSYNC_DIRECT = 1, /* O_DIRECT writes + fdatasync */
+} fl_fsync_mode;
+
+typedef struct fl_options {
+  uint64_t cluster_id;  /* every node of a cluster uses the same one */
+  uint64_t node_id;     /* this node; never 0 */
+  const char *data_dir; /* WALs and snapshots, one subdirectory per shard */
+  const char *listen_host;
+  uint16_t listen_port;         /* base peer port (shard s: listen_port + s) */
+  const fl_node_address *nodes; /* every node of the cluster, this one included */
+  uint32_t node_count;
+  uint32_t shard_count;     /* 0: one per core; must match on every node */
+  uint32_t tick_ms;         /* Raft's clock (default 10) */
+  uint32_t election_ticks;  /* default 100 (1 s) */
+  uint32_t heartbeat_ticks; /* default 10 */
+  bool lease_read;          /* linearizable reads from a lease, no round trip */
+  fl_fsync_mode fsync_mode;
+  uint32_t max_command_bytes; /* per proposal (default 1 MiB) */
+  uint32_t queue_capacity;    /* requests waiting per shard (default 65536) */
+  uint64_t wal_segment_bytes; /* default 64 MiB */
+  uint32_t snapshot_entries;  /* compact a group's log after this many applied (default 100000) */
+  /* The state machine of every group on this node (borrowed for the
+   * engine's life); NULL: the built-in KV store. Every node of a cluster
+   * must use the same one. */
+  const fl_state_machine *machine;
+  /* Messages at or above log_level (0 debug, 1 info, 2 warning, 3 error;
+   * default 2) go to log, or to stderr when it is NULL. */
+  int log_level;
+  void (*log)(void *context, int level, const char *message);
+  void *log_context;
+} fl_options;
+
+/* Fills every field with its default (node_id, data_dir and nodes excepted). */
+FL_API void fl_options_default(fl_options *options);
+
+/*
+ * Opens a node: creates data_dir when missing, recovers every shard from its
+ * WAL (every group with the state it had), starts the shard threads and
+ * connects to the other nodes. Blocks until recovery is done.
+ * `options` and what it points to are copied.
+ */
+FL_API int fl_engine_open(const fl_options *options, fl_engine **out);
+/* Stops accepting requests, fails what is queued with FL_E_CLOSED, flushes
+ * the WALs, closes connections and joins the threads. Blocks. NULL is fine. */
+FL_API int fl_engine_close(fl_engine *engine);
+FL_API uint32_t fl_engine_shard_count(const fl_engine *engine);
+
+/* ---- groups ----------------------------------------------------------- */
+
+/*
+ * Creates this node's replica of `group` with the initial voters `members`
+ * (node ids, this node among them). Every initial member must be created
+ * with the same list. Blocks until the replica exists durably.
+ * FL_E_EXISTS when it does.
+ */
+FL_API int fl_group_create(fl_engine *engine, uint64_t group, const uint64_t *members,
+                           uint32_t member_count);
+/* Removes this node's replica and its data. Blocks. */
+FL_API int fl_group_remove(fl_engine *engine, uint64_t group);
+/* Fills up to `capacity` group ids; *count is the number of groups. Blocks. */
+FL_API int fl_group_list(fl_engine *engine, uint64_t *groups, uint32_t capacity, uint32_t *count);
+
+typedef enum fl_role {
+  FL_FOLLOWER = 0,
+  FL_PRE_CANDIDATE = 1,
+  FL_CANDIDATE = 2,
+  FL_LEADER = 3,
+} fl_role;
+
+typedef struct fl_group_status {
+  uint64_t group;
+  fl_role role;
+  uint64_t term;
+  uint64_t leader; /* node id, 0 when unknown */
+  uint64_t commit;
+  uint64_t applied;
+  uint64_t first_index;
+  uint64_t last_index;
+  uint32_t voter_count;
+  uint64_t voters[7];
+  uint32_t learner_count;
+  uint64_t learners[5];
+} fl_group_status;
+
+/* Blocks (one round trip to the shard). */
+FL_API int fl_group_status_get(fl_engine *engine, uint64_t group, fl_group_status *status);
+
+/* ---- writes ------------------------------------------------------------- */
+
+/* Runs on the shard thread once the command is committed and applied, or
+ * failed (result NULL: FL_E_NOT_LEADER, FL_E_DROPPED, FL_E_CLOSED, ...). */
+typedef void (*fl_propose_callback)(void *context, int status, const fl_result *result);
+
+/*
+ * Proposes a command to `group` on this node's replica, which must be the
+ * leader (FL_E_NOT_LEADER through the callback otherwise: forward to
+ * fl_group_status.leader). `data` is copied. Asynchronous.
+ */
+FL_API int fl_propose(fl_engine *engine, uint64_t group, const void *data, uint32_t length,
+                      fl_propose_callback callback, void *context);
+
+/* ---- the built-in KV store ------------------------------------------- */
+
+/* Commands for groups using the built-in store (encoded for fl_propose). */
+FL_API int fl_kv_put(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+                     const void *value, uint32_t value_length, fl_propose_callback callback,
+                     void *context);
+FL_API int fl_kv_delete(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+                        fl_propose_callback callback, void *context);
+/* result->integer is the new value. */
+FL_API int fl_kv_incr(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+                      int64_t delta, fl_propose_callback callback, void *context);
+
+typedef enum fl_read_mode {
+  FL_READ_LINEARIZABLE = 0, /* ReadIndex (or the lease) on the leader */
+  FL_READ_LOCAL = 1,        /* this replica's state now: may be stale */
+} fl_read_mode;
+
+/* status 0 with the value, FL_E_NOT_FOUND, or an error. Runs on the shard. */
+typedef void (*fl_read_callback)(void *context, int status, const uint8_t *value, uint32_t length);
+
+FL_API int fl_kv_get(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+                     fl_read_mode mode, fl_read_callback callback, void *context);
+
+/* ---- membership ------------------------------------------------------- */
+
+typedef enum fl_change_type {
+  FL_ADD_VOTER = 0, /* or promote a learner */
+  FL_ADD_LEARNER = 1,
+  FL_REMOVE_MEMBER = 2,
+} fl_change_type;
+
+/* A change proposed on the leader; the callback runs once it is applied.
+ * A new member's node must create its replica with fl_group_join first. */
+FL_API int fl_group_change(fl_engine *engine, uint64_t group, fl_change_type type, uint64_t node,
+                           fl_propose_callback callback, void *context);
+/* Creates an empty replica that learns its configuration from the leader. */
+FL_API int fl_group_join(fl_engine *engine, uint64_t group);
+/* Asks the leader to hand leadership to `node`. Asynchronous, no callback:
+ * watch fl_group_status_get. */
+FL_API int fl_group_transfer_leader(fl_engine *engine, uint64_t group, uint64_t node);
+
+/* ---- statistics ------------------------------------------------------- */
+
+typedef struct fl_shard_stats {
+  uint32_t shard;
+  uint32_t groups;
+  uint64_t proposals;
+  uint64_t applied;
+  uint64_t wal_batches;
+  uint64_t wal_bytes;
+  uint64_t wal_syncs;
+  uint64_t wal_entries; /* Raft entries written to the WAL */
+  uint64_t frames_sent;
+  uint64_t frames_received;
+  uint64_t messages_sent;
+  uint64_t messages_received;
+  uint64_t entries_sent; /* Raft entries carried by messages sent */
+  uint64_t loop_iterations;
+} fl_shard_stats;
+
+/* Blocks (one round trip to the shard). */
+FL_API int fl_shard_stats_get(fl_engine *engine, uint32_t shard, fl_shard_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
