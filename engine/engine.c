@@ -5,6 +5,7 @@
  * queued; blocking ones wait on a semaphore the shard posts.
  */
 #include "engine/engine_internal.h"
+#include "engine/engine_testing.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -397,4 +398,17 @@ int fl_kv_get(fl_engine *engine, uint64_t group, const void *key, uint32_t key_l
     q->context = context;
   }
   return submit_async(engine, owner_of(engine, group), q);
+}
+
+/* ---- fault injection (engine/engine_testing.h) ------------------------ */
+
+int fl_engine_set_link_fault(fl_engine *engine, uint64_t node, bool drop) {
+  for (uint32_t i = 0; i < engine->shard_count; i++) {
+    request q = {.type = REQUEST_FAULT, .node = node, .change = drop ? 1 : 0};
+    int rc = submit_and_wait(engine, engine->shards[i], &q);
+    if (rc != 0) {
+      return rc;
+    }
+  }
+  return 0;
 }

@@ -55,6 +55,7 @@ typedef enum request_type {
   REQUEST_CHANGE,
   REQUEST_TRANSFER,
   REQUEST_STATS,
+  REQUEST_FAULT,
   REQUEST_STOP,
 } request_type;
 
@@ -168,6 +169,8 @@ void network_send(shard *s, uint64_t group, const fl_raft_message *message);
 void network_flush(shard *s);
 /* Time for reconnects and timeouts. */
 void network_tick(shard *s, uint64_t now_ms);
+/* Drops every frame to and from node (drop) or stops doing so. */
+int network_set_fault(shard *s, uint64_t node, bool drop);
 bool network_is_idle(const shard *s);
 
 /* ---- a shard ----------------------------------------------------------- */

@@ -306,6 +306,11 @@ void network_tick(shard *s, uint64_t now_ms) {
   transport_tick(s->net->link, now_ms);
 }
 
+int network_set_fault(shard *s, uint64_t node, bool drop) {
+  transport_fault fault = {.drop = drop};
+  return transport_set_fault(s->net->link, node, &fault);
+}
+
 bool network_is_idle(const shard *s) {
   return s->net == NULL || s->net->link == NULL || transport_is_idle(s->net->link);
 }

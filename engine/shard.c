@@ -399,6 +399,9 @@ static void handle_request(shard *s, request *q) {
     fill_stats(s, q->out);
     finish_blocking(q, 0);
     return;
+  case REQUEST_FAULT:
+    finish_blocking(q, network_set_fault(s, q->node, q->change != 0) == 0 ? 0 : FL_E_INVALID);
+    return;
   case REQUEST_STOP:
     s->stopping = true;
     finish_blocking(q, 0);
