@@ -47,13 +47,15 @@ fuzz: build-fuzz
 	@echo "fuzz targets are in $(FUZZBUILD)/fuzz; run them with: bash fuzz/run.sh $(FUZZBUILD) SECONDS"
 
 demo: build
-	./$(BUILD)/bench/raft-sim-bench
+	./$(BUILD)/bench/flotilla-bench
 
 soak: build
 	./$(BUILD)/tests/sim/flotilla-sim --soak $(SOAK_SECONDS) --first-seed $(SOAK_FIRST_SEED)
 
 bench: build
 	./$(BUILD)/bench/raft-bench
+	./$(BUILD)/bench/raft-sim-bench
+	./$(BUILD)/bench/wal-bench
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')
