@@ -89,6 +89,9 @@ typedef struct request {
 
 typedef struct shard shard;
 typedef struct replica replica;
+typedef struct snapshot_save snapshot_save;
+typedef struct snapshot_send snapshot_send;
+typedef struct snapshot_receive snapshot_receive;
 
 /* A proposal waiting for its entry to apply. */
 typedef struct pending_proposal {
@@ -124,6 +127,12 @@ struct replica {
   fl_raft_snapshot_meta snapshot; /* the newest, for the storage callback */
   void *machine;                  /* kv_store * or the user's state */
   uint64_t applied;
+  uint64_t applied_term;
+  snapshot_save *saving;       /* a snapshot being written */
+  snapshot_send *sending;      /* streams to followers */
+  snapshot_receive *receiving; /* a stream from the leader */
+  replica *next_snapshot;      /* on the shard's snapshot work list */
+  bool snapshot_listed;
   uint64_t generation;
   /* proposals from this node, in index order (a ring) */
   pending_proposal *proposals;
@@ -171,6 +180,10 @@ void network_flush(shard *s);
 void network_tick(shard *s, uint64_t now_ms);
 /* Drops every frame to and from node (drop) or stops doing so. */
 int network_set_fault(shard *s, uint64_t node, bool drop);
+/* A small frame of its own type (snapshot acks): closes the peer's open
+ * batch first, so the order of the normal class is kept. */
+void network_send_frame(shard *s, uint64_t node, int type, const void *bytes, uint32_t length);
+struct transport *network_transport(shard *s);
 bool network_is_idle(const shard *s);
 
 /* ---- a shard ----------------------------------------------------------- */
@@ -207,6 +220,10 @@ struct shard {
   int failure; /* a fatal disk error: the shard refuses everything */
   sem_t started;
   int start_result;
+  replica *snapshot_head; /* replicas with snapshot work */
+  uint64_t next_stream_id;
+  uint32_t markers_since_collection;
+  uint64_t last_collection_ms;
   write_ticket *durable_head; /* writes completed, for the loop to report */
   write_ticket *durable_tail;
   request *deferred; /* freed after this iteration's drains */
@@ -234,6 +251,8 @@ void shard_stop(shard *s);
 bool shard_submit(shard *s, request *r);
 /* The replica needs its updates drained this iteration. */
 void shard_mark_ready(shard *s, replica *r);
+/* The replica has snapshot work (saving, streaming) for the loop. */
+void shard_mark_snapshot_work(shard *s, replica *r);
 uint32_t shard_of_group(const fl_engine *engine, uint64_t group);
 void shard_log(shard *s, int level, const char *format, ...) __attribute__((format(printf, 3, 4)));
 

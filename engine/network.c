@@ -17,6 +17,7 @@
  * base port + s: a group lives on the same shard index everywhere.
  */
 #include "engine/engine_internal.h"
+#include "engine/snapshot.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -205,6 +206,21 @@ static void receive_heartbeats(shard *s, uint64_t from, const uint8_t *payload, 
   }
 }
 
+static void receive_snapshot_frame(shard *s, uint64_t from, frame_type type, const uint8_t *payload,
+                                   uint32_t length) {
+  if (type == FRAME_SNAPSHOT_CHUNK) {
+    codec_snapshot_chunk chunk;
+    if (codec_snapshot_chunk_decode(payload, length, &chunk) == 0) {
+      snapshot_receive_chunk(s, from, &chunk);
+    }
+    return;
+  }
+  codec_snapshot_ack ack;
+  if (codec_snapshot_ack_decode(payload, length, &ack) == 0) {
+    snapshot_receive_ack(s, from, &ack);
+  }
+}
+
 static void on_frame(void *context, uint64_t from, frame_type type, const uint8_t *payload,
                      uint32_t length) {
   shard *s = context;
@@ -213,6 +229,8 @@ static void on_frame(void *context, uint64_t from, frame_type type, const uint8_
     receive_raft(s, from, payload, length);
   } else if (type == FRAME_HEARTBEATS) {
     receive_heartbeats(s, from, payload, length);
+  } else if (type == FRAME_SNAPSHOT_CHUNK || type == FRAME_SNAPSHOT_ACK) {
+    receive_snapshot_frame(s, from, type, payload, length);
   }
   shard_drain_ready(s); /* the entries point into the receive buffer */
 }
@@ -232,6 +250,7 @@ static void on_peer(void *context, uint64_t node, bool up) {
     replica *r = s->replicas.slots[i];
     if (r != NULL) {
       fl_raft_report_unreachable(r->raft, node);
+      snapshot_peer_down(r, node);
       shard_mark_ready(s, r);
     }
   }
@@ -304,6 +323,22 @@ int network_open(shard *s) {
 
 void network_tick(shard *s, uint64_t now_ms) {
   transport_tick(s->net->link, now_ms);
+}
+
+void network_send_frame(shard *s, uint64_t node, int type, const void *bytes, uint32_t length) {
+  peer_batch *p = find_peer(s->net, node);
+  if (p == NULL) {
+    return;
+  }
+  close_batch(s, p);
+  struct iovec payload = {.iov_base = (void *)bytes, .iov_len = length};
+  if (transport_send(s->net->link, node, (frame_type)type, &payload, 1) == 0) {
+    s->stats.frames_sent++;
+  }
+}
+
+struct transport *network_transport(shard *s) {
+  return s->net->link;
 }
 
 int network_set_fault(shard *s, uint64_t node, bool drop) {

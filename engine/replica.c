@@ -23,6 +23,7 @@
  * update.
  */
 #include "engine/engine_internal.h"
+#include "engine/snapshot.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -183,6 +184,10 @@ int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **o
   if (rc == 0) {
     rc = machine_create(s, group, &r->machine);
   }
+  if (rc == 0 && r->snapshot.index > 0) {
+    rc = snapshot_load(r, r->snapshot.index);
+    r->applied_term = r->snapshot.term;
+  }
   uint64_t self = s->engine->options.node_id;
   if (rc == 0) {
     r->raft = fl_raft_create(self, &s->engine->raft_options, &r->storage, &restore,
@@ -240,6 +245,7 @@ void replica_close(replica *r, int status) {
   fail_requests(r->reads_waiting, status, true);
   fail_requests(r->reads_ready, status, true);
   release_after_write(r);
+  snapshot_abandon(r);
   fl_raft_destroy(r->raft);
   machine_destroy(r->owner, r->machine);
   free(r->proposals);
@@ -472,11 +478,22 @@ static int queue_hard_state(replica *r, const fl_raft_hard_state *h) {
   return rc;
 }
 
+/* The core took a snapshot from the leader: it replaces the state machine;
+ * this node's proposals at or below it can no longer be matched. */
+static int install_snapshot(replica *r, const fl_raft_snapshot_meta *meta) {
+  snapshot_abandon_saving(r);
+  int rc = snapshot_install(r, meta);
+  fl_raft_entry boundary = {.index = meta->index, .term = 0};
+  resolve_proposals(r, &boundary, NULL);
+  return rc;
+}
+
 static int queue_write(replica *r, const fl_raft_update *u) {
-  if (u->snapshot != NULL) {
-    return -ENOTSUP; /* snapshot installation arrives with snapshot streaming */
+  int rc = u->snapshot != NULL ? install_snapshot(r, u->snapshot) : 0;
+  if (rc != 0) {
+    return rc;
   }
-  int rc = u->hard_state_changed ? queue_hard_state(r, &u->hard_state) : 0;
+  rc = u->hard_state_changed ? queue_hard_state(r, &u->hard_state) : 0;
   if (rc == 0 && u->entry_count > 0) {
     rc = queue_entries(r, u);
   }
@@ -565,10 +582,16 @@ static void apply_committed(replica *r, const fl_raft_entry *entries, uint32_t c
     for (uint32_t i = start; i < end; i++) {
       const fl_result *result = k < n && positions[k] == i ? &results[k++] : NULL;
       r->applied = entries[i].index;
+      r->applied_term = entries[i].term;
       resolve_proposals(r, &entries[i], result);
     }
     r->owner->stats.applied += end - start;
     start = end;
+  }
+  if (count > 0 && snapshot_due(r)) {
+    if (snapshot_start(r) == 0) {
+      shard_mark_snapshot_work(r->owner, r);
+    }
   }
 }
 
@@ -591,7 +614,12 @@ static int handle_update(replica *r, const fl_raft_update *u) {
     return rc;
   }
   for (uint32_t i = 0; i < u->message_count; i++) {
-    network_send(r->owner, r->group, &u->messages[i]);
+    if (u->messages[i].type == FL_RAFT_MSG_SNAPSHOT) {
+      snapshot_send_start(r, &u->messages[i]); /* the data goes first, in chunks */
+      shard_mark_snapshot_work(r->owner, r);
+    } else {
+      network_send(r->owner, r->group, &u->messages[i]);
+    }
   }
   rc = hold_after_write(r, u);
   if (rc != 0) {

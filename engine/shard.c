@@ -36,8 +36,15 @@
 #include <unistd.h>
 
 #include "common/dispatch.h"
+#include "engine/snapshot.h"
 
 #define SHARD_RING_ENTRIES 4096u
+/* Snapshot bytes (written or streamed) per replica per iteration: bounds
+ * the stall one snapshot adds to a loop iteration. */
+#define SHARD_SNAPSHOT_SLICE_BYTES (1u << 20)
+/* Garbage collection of the WAL at most this often, after compactions. */
+#define SHARD_COLLECTION_INTERVAL_MS 1000u
+#define SHARD_COLLECTION_MIN_SEGMENTS 3u
 
 static uint64_t monotonic_ms(void) {
   struct timespec now;
@@ -89,6 +96,68 @@ void shard_mark_ready(shard *s, replica *r) {
     s->ready_head = r;
   }
   s->ready_tail = r;
+}
+
+void shard_mark_snapshot_work(shard *s, replica *r) {
+  if (r->snapshot_listed) {
+    return;
+  }
+  r->snapshot_listed = true;
+  r->next_snapshot = s->snapshot_head;
+  s->snapshot_head = r;
+}
+
+static void unlist_snapshot_work(shard *s, replica *r) {
+  for (replica **link = &s->snapshot_head; *link != NULL; link = &(*link)->next_snapshot) {
+    if (*link == r) {
+      *link = r->next_snapshot;
+      r->snapshot_listed = false;
+      return;
+    }
+  }
+}
+
+/* After compactions, and not too often: retiring segments drains the WAL. */
+static void maybe_collect_garbage(shard *s) {
+  if (s->markers_since_collection == 0 ||
+      s->now_ms < s->last_collection_ms + SHARD_COLLECTION_INTERVAL_MS) {
+    return;
+  }
+  wal_stats stats;
+  wal_get_stats(s->log, &stats);
+  if (stats.segments < SHARD_COLLECTION_MIN_SEGMENTS) {
+    return;
+  }
+  int rc = wal_collect_garbage(s->log);
+  if (rc < 0) {
+    shard_fail(s, rc, "WAL garbage collection");
+  }
+  s->markers_since_collection = 0;
+  s->last_collection_ms = s->now_ms;
+}
+
+static void snapshot_work(shard *s) {
+  for (replica **link = &s->snapshot_head; *link != NULL;) {
+    replica *r = *link;
+    if (r->saving != NULL) {
+      int rc = snapshot_continue(r, SHARD_SNAPSHOT_SLICE_BYTES);
+      if (rc < 0) {
+        shard_log(s, 2, "group %llu: snapshot failed: %s", (unsigned long long)r->group,
+                  strerror(-rc));
+        snapshot_abandon_saving(r);
+      }
+    }
+    if (r->sending != NULL) {
+      snapshot_send_continue(r, SHARD_SNAPSHOT_SLICE_BYTES);
+    }
+    if (!snapshot_busy(r)) {
+      *link = r->next_snapshot;
+      r->snapshot_listed = false;
+    } else {
+      link = &r->next_snapshot;
+    }
+  }
+  maybe_collect_garbage(s);
 }
 
 void shard_drain_ready(shard *s) {
@@ -260,6 +329,7 @@ static void remove_group(shard *s, request *q) {
     return;
   }
   replica_table_remove(&s->replicas, q->group);
+  unlist_snapshot_work(s, r);
   if (r->ready) {
     /* unlink from the ready list */
     for (replica **link = &s->ready_head; *link != NULL; link = &(*link)->next_ready) {
@@ -451,8 +521,14 @@ static void free_deferred(shard *s) {
   arena_reset(&s->scratch);
 }
 
+/* Snapshots being written always progress; streams waiting for room in a
+ * peer's queue are woken by the send completions, so they do not count. */
 static bool has_ready_work(const shard *s) {
-  return s->ready_head != NULL || s->durable_head != NULL;
+  bool saving = false;
+  for (const replica *r = s->snapshot_head; r != NULL && !saving; r = r->next_snapshot) {
+    saving = r->saving != NULL;
+  }
+  return s->ready_head != NULL || s->durable_head != NULL || saving;
 }
 
 static void run_iteration(shard *s) {
@@ -476,6 +552,10 @@ static void run_iteration(shard *s) {
     take_requests(s);
   }
   shard_drain_ready(s);
+  if (s->failure == 0) {
+    snapshot_work(s);
+    shard_drain_ready(s); /* compactions and snapshot reports */
+  }
   network_flush(s);
   if (s->failure == 0 && wal_flush(s->log) < 0) {
     shard_fail(s, -EIO, "WAL flush");
@@ -492,6 +572,7 @@ static void close_replicas(shard *s, int status) {
   }
   replica_table_release(&s->replicas);
   s->ready_head = s->ready_tail = NULL;
+  s->snapshot_head = NULL;
 }
 
 static void fail_queued(shard *s) {
@@ -580,6 +661,7 @@ static int setup(shard *s) {
   }
   s->now_ms = monotonic_ms();
   rc = open_wal(s);
+  rc = rc == 0 ? snapshot_prepare_directory(s) : rc;
   rc = rc == 0 ? recover_groups(s) : rc;
   rc = rc == 0 ? network_open(s) : rc;
   int wal_fd = rc == 0 ? wal_notify_fd(s->log) : rc;

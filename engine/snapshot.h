@@ -1,0 +1,65 @@
+/*
+ * snapshot.h - snapshots of replicas (snapshot.c: taking, loading and the
+ * file format; snapshot_transfer.c: streaming to and from followers).
+ * Everything runs on the replica's shard thread.
+ */
+#ifndef FLOTILLA_ENGINE_SNAPSHOT_H
+#define FLOTILLA_ENGINE_SNAPSHOT_H
+
+#include "engine/engine_internal.h"
+#include "transport/codec.h"
+
+#define SNAPSHOT_MAGIC 0x4e534c46u /* "FLSN" */
+#define SNAPSHOT_VERSION 1u
+
+/* The head of a snapshot file (little-endian), then conf_length bytes of
+ * encoded configuration, then the state machine's stream. */
+typedef struct snapshot_file_header {
+  uint32_t magic;
+  uint32_t version;
+  uint64_t index;
+  uint64_t term;
+  uint64_t leader_term; /* in a stream: the sender's term; 0 in a local file */
+  uint32_t conf_length;
+  uint32_t reserved;
+} snapshot_file_header;
+FL_STATIC_ASSERT(sizeof(snapshot_file_header) == 40, "snapshot file header layout");
+
+/* <data>/shard-<n>/snapshots/<group>-<index><suffix> */
+void snapshot_path(const shard *s, uint64_t group, uint64_t index, const char *suffix, char *out,
+                   size_t size);
+int snapshot_prepare_directory(shard *s);
+
+/* True when the replica applied enough since its last snapshot. */
+bool snapshot_due(const replica *r);
+/* Pins the state machine's current version and starts its file. */
+int snapshot_start(replica *r);
+/* Writes up to budget bytes of it; 1 once durable, marked and compacted. */
+int snapshot_continue(replica *r, uint32_t budget);
+/* Drops every snapshot activity of the replica (closing or removal). */
+void snapshot_abandon(replica *r);
+void snapshot_transfer_abandon(replica *r);
+void snapshot_abandon_saving(replica *r);
+/* Queues the WAL marker of a snapshot at (index, term) with its conf. */
+int snapshot_record_marker(replica *r, uint64_t index, uint64_t term, const fl_raft_conf *conf);
+/* Restores the state machine from the snapshot file at index. */
+int snapshot_load(replica *r, uint64_t index);
+/* The core handed a received snapshot to install: state machine and
+ * marker, from the file the transfer left. */
+int snapshot_install(replica *r, const fl_raft_snapshot_meta *meta);
+
+/* The core asked to send a snapshot to m->to: start streaming it. */
+void snapshot_send_start(replica *r, const fl_raft_message *m);
+/* Streams what the peers' bulk queues take, up to budget bytes. */
+void snapshot_send_continue(replica *r, uint32_t budget);
+/* A peer is down: its streams fail (the core hears so). */
+void snapshot_peer_down(replica *r, uint64_t node);
+
+/* Frames from the network. */
+void snapshot_receive_chunk(shard *s, uint64_t from, const codec_snapshot_chunk *chunk);
+void snapshot_receive_ack(shard *s, uint64_t from, const codec_snapshot_ack *ack);
+
+/* True while the replica has snapshot work for the loop. */
+bool snapshot_busy(const replica *r);
+
+#endif
