@@ -33,10 +33,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jemalloc/jemalloc.h>
+
 #include "flotilla.h"
 
 #define TARGET_WRITES_PER_SECOND 1e6
 #define TARGET_P99_HALF_LOAD_MS 5.0
+#define TARGET_IDLE_CPU_PERCENT 5.0
+#define TARGET_IDLE_BYTES_PER_GROUP 1024.0
+#define IDLE_MEASURE_SECONDS 5.0
 #define MAX_NODES 5
 #define MAX_SAMPLES_SECONDS 3600
 
@@ -104,6 +109,7 @@ typedef struct settings {
   double half_load_seconds;
   double read_ratio;
   double half_load_rate; /* 0: half the measured peak */
+  uint32_t idle_groups;  /* > 0: the idle-groups measurement instead of the load */
   const char *dir;
   const char *plot;
   bool json;
@@ -119,6 +125,8 @@ static void usage(FILE *out) {
                "  --seconds N            closed-loop phase (default 10)\n"
                "  --half-load-seconds N  open-loop phase at half the peak (default 5; 0 skips)\n"
                "  --half-load-rate R     writes/s of the open-loop phase instead of half the peak\n"
+               "  --idle-groups N        instead of the load: N idle groups on every node, their\n"
+               "                         memory per group and idle CPU per node\n"
                "  --read-ratio R         fraction of linearizable reads, 0..1 (default 0)\n"
                "  --dir PATH             data directory (default: fresh under /var/tmp)\n"
                "  --json                 one JSON object instead of the table\n"
@@ -153,6 +161,7 @@ static int parse_option(settings *s, const char *name, const char *value) {
       {"--half-load-seconds", 0, MAX_SAMPLES_SECONDS, &s->half_load_seconds, false},
       {"--read-ratio", 0, 1, &s->read_ratio, false},
       {"--half-load-rate", 0, 1e8, &s->half_load_rate, false},
+      {"--idle-groups", 0, 1e7, &s->idle_groups, true},
   };
   for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
     if (strcmp(name, table[i].name) != 0) {
@@ -569,6 +578,122 @@ static void run_half_load(bench *b, double rate, phase_result *r) {
   wait_quiet(b);
 }
 
+/* ---- idle groups ---- */
+
+static double resident_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0;
+  long resident = 0;
+  if (f != NULL) {
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) {
+      resident = 0;
+    }
+    fclose(f);
+  }
+  return (double)resident * (double)sysconf(_SC_PAGESIZE);
+}
+
+/* Live heap bytes by the allocator's own count (jemalloc, the engine's
+ * allocator): unlike the resident set, it does not include freed pages
+ * the allocator keeps for reuse. */
+static double allocated_bytes(void) {
+  uint64_t epoch = 1;
+  size_t length = sizeof(epoch);
+  mallctl("epoch", &epoch, &length, &epoch, length);
+  size_t allocated = 0;
+  length = sizeof(allocated);
+  if (mallctl("stats.allocated", &allocated, &length, NULL, 0) != 0) {
+    return 0;
+  }
+  return (double)allocated;
+}
+
+static uint64_t active_groups(bench *b) {
+  uint64_t active = 0;
+  for (uint32_t n = 0; n < b->s.nodes; n++) {
+    for (uint32_t i = 0; i < fl_engine_shard_count(b->engines[n]); i++) {
+      fl_shard_stats stats;
+      if (fl_shard_stats_get(b->engines[n], i, &stats) == 0) {
+        active += stats.active_groups;
+      }
+    }
+  }
+  return active;
+}
+
+static int create_idle_groups(bench *b, uint64_t first, uint64_t last) {
+  uint64_t members[MAX_NODES];
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    members[i] = i + 1;
+  }
+  for (uint64_t group = first; group <= last; group++) {
+    for (uint32_t i = 0; i < b->s.nodes; i++) {
+      int rc = fl_group_create(b->engines[i], group, members, b->s.nodes);
+      if (rc != 0) {
+        return rc;
+      }
+    }
+  }
+  return 0;
+}
+
+static uint64_t wait_all_quiet(bench *b) {
+  uint64_t deadline = now_ns() + 120ull * 1000000000ull;
+  uint64_t active = 0;
+  while ((active = active_groups(b)) > 0 && now_ns() < deadline) {
+    usleep(100000); /* polling how many groups still tick */
+  }
+  return active;
+}
+
+/*
+ * Groups are created in two halves; each half elects and goes quiet. The
+ * memory figure is the growth from the first quiet half to the second,
+ * per group and node: the buffers every engine sizes once (WAL batches,
+ * send and receive buffers at their high-water mark) are in both
+ * measurements, so what remains is what a group itself costs.
+ */
+static int run_idle_groups(bench *b) {
+  uint64_t half = b->s.idle_groups / 2;
+  uint64_t start = now_ns();
+  int rc = create_idle_groups(b, 1, half);
+  uint64_t active = rc == 0 ? wait_all_quiet(b) : 0;
+  double before = resident_bytes();
+  double heap_before = allocated_bytes();
+  rc = rc == 0 ? create_idle_groups(b, half + 1, b->s.idle_groups) : rc;
+  if (rc != 0) {
+    fprintf(stderr, "flotilla-bench: creating groups: %s\n", fl_strerror(rc));
+    return rc;
+  }
+  double created_seconds = (double)(now_ns() - start) / 1e9;
+  active += wait_all_quiet(b);
+  double quiet_seconds = (double)(now_ns() - start) / 1e9;
+  double after = resident_bytes();
+  double heap_after = allocated_bytes();
+  double cpu_before = cpu_seconds();
+  uint64_t measure_start = now_ns();
+  usleep((useconds_t)(IDLE_MEASURE_SECONDS * 1e6)); /* the idle period being measured */
+  double wall = (double)(now_ns() - measure_start) / 1e9;
+  double cpu_percent = (cpu_seconds() - cpu_before) / wall * 100.0 / b->s.nodes;
+  double replicas = (double)(b->s.idle_groups - half) * b->s.nodes;
+  double per_group = (heap_after - heap_before) / replicas;
+  double resident_per_group = (after - before) / replicas;
+  printf("\nflotilla-bench --idle-groups: %u nodes in one process, %u groups on every node\n",
+         b->s.nodes, b->s.idle_groups);
+  printf("  created in %.1f s, all quiet after %.1f s (%llu still ticking)\n", created_seconds,
+         quiet_seconds, (unsigned long long)active);
+  printf("  heap per idle group per node    %8.0f B    target %6.0f B  ratio %5.2f  %s\n",
+         per_group, TARGET_IDLE_BYTES_PER_GROUP, TARGET_IDLE_BYTES_PER_GROUP / per_group,
+         per_group <= TARGET_IDLE_BYTES_PER_GROUP ? "met" : "MISSED");
+  printf("  resident set growth per group   %8.0f B    (includes pages the allocator keeps)\n",
+         resident_per_group);
+  printf("  idle CPU per node               %8.2f %%    target %6.2f %%  ratio %5.2f  %s\n",
+         cpu_percent, TARGET_IDLE_CPU_PERCENT,
+         cpu_percent > 0 ? TARGET_IDLE_CPU_PERCENT / cpu_percent : 99.0,
+         cpu_percent <= TARGET_IDLE_CPU_PERCENT ? "met" : "MISSED");
+  return active == 0 ? 0 : FL_E_TIMEOUT;
+}
+
 /* ---- report ---- */
 
 static void print_table(bench *b, const phase_result *peak, const phase_result *half,
@@ -663,6 +788,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   int rc = start_engines(&b);
+  if (rc == 0 && b.s.idle_groups > 0) {
+    rc = run_idle_groups(&b);
+    stop_engines(&b);
+    return rc == 0 ? 0 : 1;
+  }
   rc = rc == 0 ? create_groups(&b) : rc;
   rc = rc == 0 ? make_slots(&b) : rc;
   if (rc != 0) {

@@ -133,6 +133,10 @@ struct replica {
   snapshot_receive *receiving; /* a stream from the leader */
   replica *next_snapshot;      /* on the shard's snapshot work list */
   bool snapshot_listed;
+  /* Quiescence (shard.c): a quiet replica is not ticked. */
+  uint32_t active_slot; /* index in the shard's active array, or UINT32_MAX */
+  uint32_t idle_ticks;  /* ticks without activity */
+  bool activity;        /* something happened since the last tick */
   uint64_t generation;
   /* proposals from this node, in index order (a ring) */
   pending_proposal *proposals;
@@ -184,6 +188,8 @@ int network_set_fault(shard *s, uint64_t node, bool drop);
  * batch first, so the order of the normal class is kept. */
 void network_send_frame(shard *s, uint64_t node, int type, const void *bytes, uint32_t length);
 struct transport *network_transport(shard *s);
+/* True while frames from node arrived within the election timeout. */
+bool network_node_alive(const shard *s, uint64_t node);
 bool network_is_idle(const shard *s);
 
 /* ---- a shard ----------------------------------------------------------- */
@@ -221,6 +227,9 @@ struct shard {
   sem_t started;
   int start_result;
   replica *snapshot_head; /* replicas with snapshot work */
+  replica **active;       /* replicas that are ticked (not quiet) */
+  uint32_t active_count;
+  uint32_t active_capacity;
   uint64_t next_stream_id;
   uint32_t markers_since_collection;
   uint64_t last_collection_ms;
@@ -253,6 +262,10 @@ bool shard_submit(shard *s, request *r);
 void shard_mark_ready(shard *s, replica *r);
 /* The replica has snapshot work (saving, streaming) for the loop. */
 void shard_mark_snapshot_work(shard *s, replica *r);
+/* Something happened to the replica: it is ticked again if it was quiet. */
+void shard_wake(shard *s, replica *r);
+/* Every quiet replica led by node wakes (the node looks dead). */
+void shard_wake_led_by(shard *s, uint64_t node);
 uint32_t shard_of_group(const fl_engine *engine, uint64_t group);
 void shard_log(shard *s, int level, const char *format, ...) __attribute__((format(printf, 3, 4)));
 
@@ -285,6 +298,9 @@ void replica_track_proposal(replica *r, uint64_t index, uint64_t term, fl_propos
 void replica_propose_batch(replica *r);
 void replica_read(replica *r, request *q);
 void replica_persisted(replica *r, uint64_t write_id);
+/* Called once per tick of an active replica: true when it may stop being
+ * ticked (see quiescence in shard.c). */
+bool replica_may_quiesce(replica *r);
 
 /* machine.c */
 int machine_create(shard *s, uint64_t group, void **machine);

@@ -42,6 +42,9 @@ typedef struct peer_batch {
   uint32_t heartbeat_count;
   uint32_t heartbeat_capacity;
   bool up;
+  bool alive; /* a frame arrived within the election timeout */
+  uint64_t last_received_ms;
+  uint64_t last_sent_ms;
 } peer_batch;
 
 struct network {
@@ -52,7 +55,7 @@ struct network {
   codec_heartbeat *coalesce; /* encoder input */
 };
 
-static peer_batch *find_peer(network *n, uint64_t node) {
+static peer_batch *find_peer(const network *n, uint64_t node) {
   for (uint32_t i = 0; i < n->peer_count; i++) {
     if (n->peers[i].node == node) {
       return &n->peers[i];
@@ -71,6 +74,7 @@ static void close_batch(shard *s, peer_batch *p) {
   codec_raft_finish(&p->encoder, &length);
   transport_commit(s->net->link, p->node, FRAME_RAFT, (uint32_t)length);
   p->open = false;
+  p->last_sent_ms = s->now_ms;
   s->stats.frames_sent++;
 }
 
@@ -152,6 +156,7 @@ static void send_heartbeats(shard *s, peer_batch *p) {
   }
   if (rc == 0) {
     transport_commit(s->net->link, p->node, FRAME_HEARTBEATS, (uint32_t)length);
+    p->last_sent_ms = s->now_ms;
     s->stats.frames_sent++;
   }
   p->heartbeat_count = 0;
@@ -221,10 +226,19 @@ static void receive_snapshot_frame(shard *s, uint64_t from, frame_type type, con
   }
 }
 
+static void note_alive(shard *s, uint64_t from) {
+  peer_batch *p = find_peer(s->net, from);
+  if (p != NULL) {
+    p->alive = true;
+    p->last_received_ms = s->now_ms;
+  }
+}
+
 static void on_frame(void *context, uint64_t from, frame_type type, const uint8_t *payload,
                      uint32_t length) {
   shard *s = context;
   s->stats.frames_received++;
+  note_alive(s, from);
   if (type == FRAME_RAFT) {
     receive_raft(s, from, payload, length);
   } else if (type == FRAME_HEARTBEATS) {
@@ -246,6 +260,8 @@ static void on_peer(void *context, uint64_t node, bool up) {
     return;
   }
   p->heartbeat_count = 0;
+  p->alive = false;
+  shard_wake_led_by(s, node);
   for (uint32_t i = 0; i < s->replicas.capacity; i++) {
     replica *r = s->replicas.slots[i];
     if (r != NULL) {
@@ -321,8 +337,41 @@ int network_open(shard *s) {
   return rc;
 }
 
+/* An empty heartbeats frame: keeps this node alive in the peer's eyes
+ * while every group it leads is quiet. */
+static void send_keepalive(shard *s, peer_batch *p) {
+  void *room = NULL;
+  size_t length = 0;
+  size_t capacity = codec_heartbeats_max_size(0);
+  if (transport_reserve(s->net->link, p->node, (uint32_t)capacity, &room) == 0 &&
+      codec_heartbeats_encode(NULL, 0, room, capacity, &length) == 0 &&
+      transport_commit(s->net->link, p->node, FRAME_HEARTBEATS, (uint32_t)length) == 0) {
+    p->last_sent_ms = s->now_ms;
+  }
+}
+
+/* Node liveness for quiescence: a peer silent for an election timeout is
+ * dead, and the quiet groups it led wake up to elect. */
 void network_tick(shard *s, uint64_t now_ms) {
   transport_tick(s->net->link, now_ms);
+  const fl_options *o = &s->engine->options;
+  uint64_t heartbeat_ms = (uint64_t)o->heartbeat_ticks * o->tick_ms;
+  uint64_t election_ms = (uint64_t)o->election_ticks * o->tick_ms;
+  for (uint32_t i = 0; i < s->net->peer_count; i++) {
+    peer_batch *p = &s->net->peers[i];
+    if (p->alive && now_ms > p->last_received_ms + election_ms) {
+      p->alive = false;
+      shard_wake_led_by(s, p->node);
+    }
+    if (p->up && now_ms >= p->last_sent_ms + heartbeat_ms) {
+      send_keepalive(s, p);
+    }
+  }
+}
+
+bool network_node_alive(const shard *s, uint64_t node) {
+  const peer_batch *p = find_peer(s->net, node);
+  return p != NULL && p->alive;
 }
 
 void network_send_frame(shard *s, uint64_t node, int type, const void *bytes, uint32_t length) {

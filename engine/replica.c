@@ -171,6 +171,7 @@ int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **o
   r->group = group;
   r->owner = s;
   r->generation = ++s->generation;
+  r->active_slot = UINT32_MAX;
   r->storage =
       (fl_raft_storage){.context = r, .entries = storage_entries, .snapshot = storage_snapshot};
   fl_raft_restore restore;
@@ -289,6 +290,8 @@ void replica_track_proposal(replica *r, uint64_t index, uint64_t term, fl_propos
 }
 
 void replica_add_proposal(replica *r, request *q) {
+  r->activity = true;
+  shard_wake(r->owner, r);
   q->next = NULL;
   if (r->batch_tail != NULL) {
     r->batch_tail->next = q;
@@ -385,6 +388,8 @@ static void resolve_proposals(replica *r, const fl_raft_entry *entry, const fl_r
 /* ---- reads ---------------------------------------------------------------- */
 
 void replica_read(replica *r, request *q) {
+  r->activity = true;
+  shard_wake(r->owner, r);
   if (q->read_mode == FL_READ_LOCAL) {
     machine_get(r->owner, r->machine, q->data, q->length, q->read_callback, q->context);
     free(q);
@@ -649,8 +654,71 @@ void replica_drain(replica *r) {
 
 void replica_step(replica *r, const fl_raft_message *message) {
   r->owner->stats.messages_received++;
+  /* A leader hears heartbeat responses while idle; anything else (and a
+   * follower's heartbeats) is activity that keeps the group awake. */
+  if (message->type != FL_RAFT_MSG_HEARTBEAT_RESP || r->role != FL_RAFT_LEADER) {
+    r->activity = true;
+    shard_wake(r->owner, r);
+  }
   fl_raft_step(r->raft, message);
   shard_mark_ready(r->owner, r);
+}
+
+/* Every member matched the leader's whole log, committed and applied. */
+static bool followers_caught_up(const replica *r, const fl_raft_status *status) {
+  const fl_raft_conf *conf = &status->conf;
+  const uint64_t *lists[3] = {conf->voters, conf->outgoing, conf->learners};
+  const uint32_t counts[3] = {conf->voter_count, conf->outgoing_count, conf->learner_count};
+  for (uint32_t list = 0; list < 3; list++) {
+    for (uint32_t i = 0; i < counts[list]; i++) {
+      uint64_t match = 0;
+      uint64_t next = 0;
+      if (lists[list][i] != status->id &&
+          (!fl_raft_peer_match(r->raft, lists[list][i], &match, &next) ||
+           match != status->last_index)) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/*
+ * Quiescence: an idle group stops being ticked, so 100,000 idle groups cost
+ * nothing. Its leader goes quiet once every member matched its log and two
+ * heartbeat intervals passed (so the followers heard the final commit); a
+ * follower goes quiet once it heard nothing for two heartbeat intervals,
+ * holds everything up to its commit, and the leader's node is alive (node
+ * liveness comes from the shard's frames, heartbeats or keepalives). Any
+ * message, proposal or read wakes a group; a leader node that stops
+ * sending wakes the groups it led, which then elect as usual. Lease reads
+ * measure time in ticks, so a group that reads by lease never goes quiet.
+ */
+bool replica_may_quiesce(replica *r) {
+  const fl_engine *e = r->owner->engine;
+  if (r->activity) {
+    r->activity = false;
+    r->idle_ticks = 0;
+    return false;
+  }
+  r->idle_ticks++;
+  if (e->options.lease_read || r->idle_ticks < 2 * e->options.heartbeat_ticks ||
+      r->proposal_count > 0 || r->batch_count > 0 || r->reads_waiting != NULL ||
+      r->reads_ready != NULL || r->after_write_head != NULL || r->snapshot_listed) {
+    return false;
+  }
+  fl_raft_status status;
+  fl_raft_get_status(r->raft, &status);
+  bool settled = status.leader != 0 && status.commit == status.last_index &&
+                 r->applied == status.commit && status.stable_index == status.last_index &&
+                 status.lead_transferee == 0;
+  if (!settled) {
+    return false;
+  }
+  if (status.role == FL_RAFT_LEADER) {
+    return followers_caught_up(r, &status);
+  }
+  return status.role == FL_RAFT_FOLLOWER && network_node_alive(r->owner, status.leader);
 }
 
 /* A write is durable: tell the core, then send what waited for it. */

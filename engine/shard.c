@@ -98,6 +98,45 @@ void shard_mark_ready(shard *s, replica *r) {
   s->ready_tail = r;
 }
 
+/* ---- quiescence (see replica_may_quiesce) --------------------------- */
+
+void shard_wake(shard *s, replica *r) {
+  if (r->active_slot != UINT32_MAX) {
+    return;
+  }
+  if (s->active_count == s->active_capacity) {
+    uint32_t capacity = s->active_capacity ? s->active_capacity * 2 : 256;
+    replica **grown = realloc(s->active, capacity * sizeof(*grown));
+    if (grown == NULL) {
+      shard_fail(s, -ENOMEM, "waking a group");
+      return;
+    }
+    s->active = grown;
+    s->active_capacity = capacity;
+  }
+  r->active_slot = s->active_count;
+  r->idle_ticks = 0;
+  s->active[s->active_count++] = r;
+}
+
+static void quiesce(shard *s, replica *r) {
+  fl_raft_shrink(r->raft); /* an idle group keeps no buffers */
+  uint32_t slot = r->active_slot;
+  replica *last = s->active[--s->active_count];
+  s->active[slot] = last;
+  last->active_slot = slot;
+  r->active_slot = UINT32_MAX;
+}
+
+void shard_wake_led_by(shard *s, uint64_t node) {
+  for (uint32_t i = 0; i < s->replicas.capacity; i++) {
+    replica *r = s->replicas.slots[i];
+    if (r != NULL && r->active_slot == UINT32_MAX && r->leader == node) {
+      shard_wake(s, r);
+    }
+  }
+}
+
 void shard_mark_snapshot_work(shard *s, replica *r) {
   if (r->snapshot_listed) {
     return;
@@ -313,6 +352,7 @@ static int create_group(shard *s, request *q, bool join) {
   if (rc != 0) {
     return rc == -ENOMEM ? FL_E_NOMEM : FL_E_INVALID;
   }
+  shard_wake(s, r);
   shard_mark_ready(s, r);
   return 0;
 }
@@ -330,6 +370,9 @@ static void remove_group(shard *s, request *q) {
   }
   replica_table_remove(&s->replicas, q->group);
   unlist_snapshot_work(s, r);
+  if (r->active_slot != UINT32_MAX) {
+    quiesce(s, r);
+  }
   if (r->ready) {
     /* unlink from the ready list */
     for (replica **link = &s->ready_head; *link != NULL; link = &(*link)->next_ready) {
@@ -396,6 +439,7 @@ static void fill_stats(shard *s, fl_shard_stats *out) {
   *out = s->stats;
   out->shard = s->index;
   out->groups = s->replicas.count;
+  out->active_groups = s->active_count;
   out->wal_batches = w.batches;
   out->wal_bytes = w.bytes_written;
   out->wal_syncs = w.syncs;
@@ -424,6 +468,10 @@ static void change_membership(replica *r, request *q) {
 }
 
 static void handle_group_request(shard *s, replica *r, request *q) {
+  if (q->type != REQUEST_STATUS) {
+    r->activity = true;
+    shard_wake(s, r);
+  }
   switch (q->type) {
   case REQUEST_PROPOSE:
     s->stats.proposals++;
@@ -500,13 +548,18 @@ bool shard_submit(shard *s, request *q) {
 
 /* ---- the loop ------------------------------------------------------------ */
 
+/* Ticks the active replicas only; each may go quiet (swap-removed, so the
+ * loop looks at the same slot again). */
 static void tick_all(shard *s) {
   s->now_ms = monotonic_ms();
-  for (uint32_t i = 0; i < s->replicas.capacity; i++) {
-    replica *r = s->replicas.slots[i];
-    if (r != NULL) {
-      fl_raft_tick(r->raft);
-      shard_mark_ready(s, r);
+  for (uint32_t i = 0; i < s->active_count;) {
+    replica *r = s->active[i];
+    fl_raft_tick(r->raft);
+    shard_mark_ready(s, r);
+    if (replica_may_quiesce(r)) {
+      quiesce(s, r);
+    } else {
+      i++;
     }
   }
   network_tick(s, s->now_ms);
@@ -571,6 +624,9 @@ static void close_replicas(shard *s, int status) {
     }
   }
   replica_table_release(&s->replicas);
+  free(s->active);
+  s->active = NULL;
+  s->active_count = s->active_capacity = 0;
   s->ready_head = s->ready_tail = NULL;
   s->snapshot_head = NULL;
 }
@@ -625,6 +681,7 @@ static int recover_groups(shard *s) {
       rc = replica_table_insert(&s->replicas, r);
     }
     if (rc == 0) {
+      shard_wake(s, r);
       shard_mark_ready(s, r);
     }
   }

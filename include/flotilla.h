@@ -253,6 +253,7 @@ FL_API int fl_group_transfer_leader(fl_engine *engine, uint64_t group, uint64_t 
 typedef struct fl_shard_stats {
   uint32_t shard;
   uint32_t groups;
+  uint32_t active_groups; /* groups being ticked; the others are quiet */
   uint64_t proposals;
   uint64_t applied;
   uint64_t wal_batches;

@@ -55,6 +55,24 @@ static void inflights_release(fl_raft_inflights *in) {
   memset(in, 0, sizeof(*in));
 }
 
+/* An idle leader gives back its followers' inflight rings (a few KiB each):
+ * a follower that matched everything goes back to probe, and the ring is
+ * allocated again when it next enters replicate. */
+void fl_raft_progress_shrink(fl_raft *r) {
+  for (uint32_t i = 0; i < r->progress_count; i++) {
+    fl_raft_progress *p = &r->progress[i];
+    if (p->inflights.ring == NULL || p->inflights.count != 0 || p->match != r->last_index) {
+      continue;
+    }
+    if (p->state == FL_PROGRESS_REPLICATE) {
+      fl_raft_progress_become_probe(p);
+    }
+    if (p->state == FL_PROGRESS_PROBE) {
+      inflights_release(&p->inflights);
+    }
+  }
+}
+
 void fl_raft_progress_release(fl_raft *r) {
   for (uint32_t i = 0; i < r->progress_count; i++) {
     inflights_release(&r->progress[i].inflights);

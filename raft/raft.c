@@ -288,6 +288,7 @@ void fl_raft_shrink(fl_raft *r) {
   if (r->unstable.count == 0) {
     fl_raft_vector_release(&r->unstable);
   }
+  fl_raft_progress_shrink(r);
   if (r->writes.count == 0) {
     fl_raft_vector_release(&r->writes);
   }

@@ -195,6 +195,7 @@ void fl_raft_progress_release(fl_raft *r);
 int fl_raft_progress_sync_conf(fl_raft *r);
 fl_raft_progress *fl_raft_progress_find(fl_raft *r, uint64_t node);
 void fl_raft_progress_become_probe(fl_raft_progress *p);
+void fl_raft_progress_shrink(fl_raft *r);
 int fl_raft_progress_become_replicate(fl_raft *r, fl_raft_progress *p);
 void fl_raft_progress_become_snapshot(fl_raft_progress *p, uint64_t snapshot_index);
 bool fl_raft_progress_maybe_update(fl_raft_progress *p, uint64_t index);
