@@ -259,6 +259,9 @@ static void on_peer(void *context, uint64_t node, bool up) {
   if (up) {
     return;
   }
+  /* The connection's send buffer, where an open batch was being encoded,
+   * goes away with it: the batch is abandoned, never finished. */
+  p->open = false;
   p->heartbeat_count = 0;
   p->alive = false;
   shard_wake_led_by(s, node);
