@@ -11,7 +11,7 @@ SOAK_SECONDS ?= 600
 # runs; a failure prints its own seed and the command that replays it.
 SOAK_FIRST_SEED ?= $(shell date +%s)000
 
-.PHONY: all deps build build-asan build-fuzz test test-release test-asan test-fuzz demo soak fuzz bench format format-check clean
+.PHONY: all deps build build-asan build-fuzz test test-release test-asan test-fuzz demo soak fuzz bench format format-check install clean
 
 all: build
 
@@ -56,6 +56,12 @@ bench: build
 	./$(BUILD)/bench/raft-bench
 	./$(BUILD)/bench/raft-sim-bench
 	./$(BUILD)/bench/wal-bench
+
+# libflotilla.so, flotilla.h and flotilla.pc (and whatever else the build
+# installs) under PREFIX, e.g. `make install PREFIX=$HOME/.local`.
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')

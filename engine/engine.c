@@ -257,10 +257,12 @@ int fl_group_create(fl_engine *engine, uint64_t group, const uint64_t *members,
   if (group == 0 || members == NULL || member_count == 0) {
     return FL_E_INVALID;
   }
+  wal_request durable;
   request q = {.type = REQUEST_CREATE_GROUP,
                .group = group,
                .members = members,
-               .member_count = member_count};
+               .member_count = member_count,
+               .out = &durable};
   return submit_and_wait(engine, owner_of(engine, group), &q);
 }
 
@@ -268,7 +270,8 @@ int fl_group_join(fl_engine *engine, uint64_t group) {
   if (group == 0) {
     return FL_E_INVALID;
   }
-  request q = {.type = REQUEST_JOIN_GROUP, .group = group};
+  wal_request durable;
+  request q = {.type = REQUEST_JOIN_GROUP, .group = group, .out = &durable};
   return submit_and_wait(engine, owner_of(engine, group), &q);
 }
 

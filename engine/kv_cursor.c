@@ -81,8 +81,9 @@ static uint64_t subtree_capacity(uint32_t height) {
   return capacity - 1;
 }
 
-/* Fewest items a non-root subtree of this height holds: (MIN + 1)^height - 1. */
-static uint64_t subtree_minimum(uint32_t height) {
+/* Fewest items a non-root subtree of this height holds: (MIN + 1)^height - 1.
+ * Only the assertions use it, which a build with NDEBUG compiles out. */
+__attribute__((unused)) static uint64_t subtree_minimum(uint32_t height) {
   uint64_t minimum = 1;
   for (uint32_t i = 0; i < height; i++) {
     minimum *= KV_NODE_MIN_ITEMS + 1;

@@ -328,6 +328,22 @@ static void answer_failed(request *q, int status) {
   }
 }
 
+static void group_created(void *context, int result) {
+  request *q = context;
+  finish_blocking(q, result == 0 ? 0 : FL_E_IO);
+}
+
+/* Answers once the group's bootstrap record is durable (a barrier on the
+ * WAL: it completes with the batch that holds the record). */
+static void answer_when_durable(shard *s, request *q) {
+  wal_request *done = (wal_request *)q->out;
+  *done = (wal_request){.callback = group_created, .context = q};
+  int rc = wal_barrier(s->log, done);
+  if (rc != 0) {
+    finish_blocking(q, rc == 1 ? 0 : FL_E_IO);
+  }
+}
+
 static int create_group(shard *s, request *q, bool join) {
   if (replica_table_find(&s->replicas, q->group) != NULL) {
     return FL_E_EXISTS;
@@ -386,7 +402,9 @@ static void remove_group(shard *s, request *q) {
       s->ready_tail = p;
     }
   }
+  uint64_t snapshot_index = r->snapshot.index;
   replica_close(r, FL_E_NO_GROUP);
+  snapshot_remove_files(s, q->group, snapshot_index);
   /* the request doubles as the WAL request: durable removal answers it */
   wal_request *done = (wal_request *)q->out;
   *done = (wal_request){.callback = group_removed, .context = q};
@@ -504,9 +522,15 @@ static void handle_request(shard *s, request *q) {
   }
   switch (q->type) {
   case REQUEST_CREATE_GROUP:
-  case REQUEST_JOIN_GROUP:
-    finish_blocking(q, create_group(s, q, q->type == REQUEST_JOIN_GROUP));
+  case REQUEST_JOIN_GROUP: {
+    int rc = create_group(s, q, q->type == REQUEST_JOIN_GROUP);
+    if (rc != 0) {
+      finish_blocking(q, rc);
+    } else {
+      answer_when_durable(s, q);
+    }
     return;
+  }
   case REQUEST_REMOVE_GROUP:
     remove_group(s, q);
     return;

@@ -77,6 +77,15 @@ static int sync_directory(const shard *s) {
   return rc;
 }
 
+void snapshot_remove_files(shard *s, uint64_t group, uint64_t index) {
+  static const char *const suffixes[] = {".snap", ".tmp", ".recv"};
+  for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+    char path[4200];
+    snapshot_path(s, group, index, suffixes[i], path, sizeof(path));
+    unlink(path); /* most of them do not exist */
+  }
+}
+
 int snapshot_prepare_directory(shard *s) {
   char directory[4096];
   directory_of(s, directory, sizeof(directory));

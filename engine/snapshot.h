@@ -29,6 +29,9 @@ FL_STATIC_ASSERT(sizeof(snapshot_file_header) == 40, "snapshot file header layou
 void snapshot_path(const shard *s, uint64_t group, uint64_t index, const char *suffix, char *out,
                    size_t size);
 int snapshot_prepare_directory(shard *s);
+/* A removed group's snapshot files (the newest, and any transfer or save
+ * left unfinished) go. */
+void snapshot_remove_files(shard *s, uint64_t group, uint64_t index);
 
 /* True when the replica applied enough since its last snapshot. */
 bool snapshot_due(const replica *r);

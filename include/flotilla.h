@@ -110,11 +110,11 @@ typedef enum fl_fsync_mode {
 } fl_fsync_mode;
 
 typedef struct fl_options {
-  uint64_t cluster_id;  /* every node of a cluster uses the same one */
-  uint64_t node_id;     /* this node; never 0 */
-  const char *data_dir; /* WALs and snapshots, one subdirectory per shard */
-  const char *listen_host;
-  uint16_t listen_port;         /* base peer port (shard s: listen_port + s) */
+  uint64_t cluster_id;          /* every node of a cluster uses the same one */
+  uint64_t node_id;             /* this node; never 0 */
+  const char *data_dir;         /* WALs and snapshots, one subdirectory per shard */
+  const char *listen_host;      /* address to listen on (default 127.0.0.1); the ports are
+                                 * this node's entry in `nodes`: base port + shard index */
   const fl_node_address *nodes; /* every node of the cluster, this one included */
   uint32_t node_count;
   uint32_t shard_count;     /* 0: one per core; must match on every node */
