@@ -91,8 +91,31 @@ static int compare_sequences(const void *a, const void *b) {
 }
 
 /* One segment being scanned: its whole image in memory. */
+/*
+ * A gap: ENTRIES that start after the end of the group's log as replayed so
+ * far. It is legitimate when the missing entries were compacted by a later
+ * marker, so their segment could be retired: replay restarts the log at the
+ * record and remembers the gap, a later snapshot or compaction marker at or
+ * past its end covers it, and once every segment is replayed an uncovered
+ * gap fails the open there.
+ */
+typedef struct replay_gap {
+  uint64_t group;
+  uint64_t last_missing; /* the gap's last index */
+  uint64_t sequence;     /* where the record after it is */
+  uint64_t offset;
+  bool covered; /* a later marker compacted it */
+} replay_gap;
+
+typedef struct gap_list {
+  replay_gap *items;
+  uint32_t count;
+  uint32_t capacity;
+} gap_list;
+
 typedef struct scan {
   wal *w;
+  gap_list *gaps;
   wal_recovery_report *report;
   uint64_t sequence;
   int file;
@@ -111,6 +134,69 @@ static int corrupt(scan *s, uint64_t offset, uint64_t group, const char *what) {
   return -EUCLEAN;
 }
 
+static int note_gap(scan *s, uint64_t offset, uint64_t group, wal_group_index *g,
+                    const wal_entries_header *head) {
+  bool empty = g->last_index < g->first_index;
+  bool gap = empty ? g->snapshot_index != 0 && head->first_index > g->last_index + 1
+                   : head->first_index > g->last_index + 1;
+  if (!gap) {
+    return 0;
+  }
+  gap_list *gaps = s->gaps;
+  if (gaps->count == gaps->capacity) {
+    uint32_t capacity = gaps->capacity ? gaps->capacity * 2 : 16;
+    replay_gap *grown = realloc(gaps->items, capacity * sizeof(*grown));
+    if (grown == NULL) {
+      return -ENOMEM;
+    }
+    gaps->items = grown;
+    gaps->capacity = capacity;
+  }
+  gaps->items[gaps->count++] = (replay_gap){.group = group,
+                                            .last_missing = head->first_index - 1,
+                                            .sequence = s->sequence,
+                                            .offset = offset};
+  return wal_index_reset_log(g, head->first_index) == 0
+             ? 0
+             : corrupt(s, offset, group, "entries start inside the snapshot");
+}
+
+static void forget_gaps(gap_list *gaps, uint64_t group) {
+  uint32_t kept = 0;
+  for (uint32_t i = 0; i < gaps->count; i++) {
+    if (gaps->items[i].group != group) {
+      gaps->items[kept++] = gaps->items[i];
+    }
+  }
+  gaps->count = kept;
+}
+
+static void cover_gaps(gap_list *gaps, uint64_t group, uint64_t compacted_through) {
+  for (uint32_t i = 0; i < gaps->count; i++) {
+    if (gaps->items[i].group == group && gaps->items[i].last_missing <= compacted_through) {
+      gaps->items[i].covered = true;
+    }
+  }
+}
+
+/* Every gap must have been compacted away by the end of the replay. */
+static int check_gaps(const gap_list *gaps, wal_recovery_report *report) {
+  for (uint32_t i = 0; i < gaps->count; i++) {
+    const replay_gap *gap = &gaps->items[i];
+    if (!gap->covered) {
+      char name[64];
+      wal_segment_name(gap->sequence, name, sizeof(name));
+      snprintf(report->error, sizeof(report->error),
+               "%s: offset %llu, group %llu: entries do not follow the group's log (entries up "
+               "to %llu are missing and still live)",
+               name, (unsigned long long)gap->offset, (unsigned long long)gap->group,
+               (unsigned long long)gap->last_missing);
+      return -EUCLEAN;
+    }
+  }
+  return 0;
+}
+
 static int replay_entries(scan *s, uint64_t offset, const wal_record_header *header,
                           const uint8_t *payload) {
   wal_entries_header head;
@@ -124,6 +210,10 @@ static int replay_entries(scan *s, uint64_t offset, const wal_record_header *hea
   }
   if (header->type == WAL_RECORD_REWRITE && wal_index_reset_log(g, head.first_index) != 0) {
     return corrupt(s, offset, header->group_id, "rewritten log starts inside the snapshot");
+  }
+  int rc = header->type == WAL_RECORD_ENTRIES ? note_gap(s, offset, header->group_id, g, &head) : 0;
+  if (rc != 0) {
+    return rc;
   }
   if (head.count == 0 ||
       wal_index_apply_entries(g, head.first_index, head.count, s->sequence, offset) != 0) {
@@ -160,6 +250,7 @@ static int replay_marker(scan *s, uint64_t offset, const wal_record_header *head
   if (g == NULL) {
     return -ENOMEM;
   }
+  cover_gaps(s->gaps, header->group_id, marker.index);
   if (header->type == WAL_RECORD_COMPACT) {
     wal_index_apply_compact(g, marker.index);
     return 0;
@@ -203,6 +294,7 @@ static int replay_record(scan *s, uint64_t offset) {
     return replay_marker(s, offset, &header, payload);
   case WAL_RECORD_REMOVE:
     wal_index_remove(&s->w->groups, header.group_id);
+    forget_gaps(s->gaps, header.group_id); /* a later group of that id starts afresh */
     return 0;
   default:
     return corrupt(s, offset, header.group_id, "unknown record type");
@@ -409,9 +501,10 @@ static uint64_t successor_previous_end(wal *w, uint64_t successor) {
   return header.previous_end;
 }
 
-static int recover_segment(wal *w, wal_recovery_report *report, uint64_t sequence, bool newest,
-                           uint64_t known_end, previous_segment *previous) {
+static int recover_segment(wal *w, wal_recovery_report *report, gap_list *gaps, uint64_t sequence,
+                           bool newest, uint64_t known_end, previous_segment *previous) {
   scan s = {.w = w,
+            .gaps = gaps,
             .report = report,
             .sequence = sequence,
             .file = -1,
@@ -449,6 +542,7 @@ static int check_no_gap(const segment_list *list, uint32_t i, wal_recovery_repor
 
 static int recover_all(wal *w, wal_recovery_report *report, const segment_list *list) {
   previous_segment previous = {0};
+  gap_list gaps = {0};
   int rc = 0;
   for (uint32_t i = 0; i < list->count && rc == 0; i++) {
     bool newest = i + 1 == list->count;
@@ -456,9 +550,13 @@ static int recover_all(wal *w, wal_recovery_report *report, const segment_list *
     /* 0 when unknown: an unreadable successor header fails its own load. */
     uint64_t known_end = rc == 0 && !newest ? successor_previous_end(w, list->sequences[i + 1]) : 0;
     if (rc == 0) {
-      rc = recover_segment(w, report, list->sequences[i], newest, known_end, &previous);
+      rc = recover_segment(w, report, &gaps, list->sequences[i], newest, known_end, &previous);
     }
   }
+  if (rc == 0) {
+    rc = check_gaps(&gaps, report);
+  }
+  free(gaps.items);
   for (uint32_t i = 0; i < list->spare_count && rc == 0; i++) {
     rc = wal_spare_register(w, list->spares[i]);
   }

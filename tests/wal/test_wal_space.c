@@ -305,6 +305,89 @@ static void test_missing_middle_segment_stops_the_open(void **state) {
   io->ops->destroy(io);
 }
 
+/* Appends entries to `group` until the head segment changes; returns the
+ * last index written before the rollover. */
+static uint64_t append_until_rollover(wal *w, uint64_t group, uint64_t *next) {
+  wal_stats stats;
+  wal_get_stats(w, &stats);
+  uint32_t segments = stats.segments;
+  uint64_t last_before = 0;
+  while (stats.segments == segments) {
+    last_before = *next - 1;
+    int rc = append_one(w, group, *next, 1, NULL);
+    if (rc == -ENOBUFS) {
+      assert_int_equal(wal_flush(w), 0);
+      rc = append_one(w, group, *next, 1, NULL);
+    }
+    assert_int_equal(rc, 0);
+    (*next)++;
+    wal_get_stats(w, &stats);
+  }
+  return last_before;
+}
+
+/* A group's old entries in a retired segment were compacted by a marker
+ * written after the first records of the surviving segment: replay meets a
+ * gap there, which the later marker covers. The open succeeds. */
+static void test_gap_covered_by_a_later_marker(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal *w = open_wal(io, NULL);
+  uint64_t next = 1;
+  uint64_t last_in_first = append_until_rollover(w, 1, &next);
+  drain(w);
+  /* a marker below the first segment's end: entries there stay live */
+  assert_int_equal(wal_save_snapshot(w, 1, last_in_first - 10, 1, "a", 1, NULL), 0);
+  for (int i = 0; i < 50; i++, next++) {
+    assert_int_equal(append_one(w, 1, next, 1, NULL), 0);
+  }
+  drain(w);
+  /* a later marker past everything of the first segment */
+  assert_int_equal(wal_save_snapshot(w, 1, next - 5, 1, "b", 1, NULL), 0);
+  drain(w);
+  assert_true(wal_collect_garbage(w) >= 1); /* the first segment goes */
+  assert_int_equal(wal_close(w), 0);
+  w = open_wal(io, NULL);
+  wal_group_state group;
+  assert_int_equal(wal_group(w, 1, &group), 0);
+  assert_int_equal(group.snapshot_index, next - 5);
+  expect_entry(w, 1, next - 1, 1);
+  assert_int_equal(wal_close(w), 0);
+  io->ops->destroy(io);
+}
+
+/* A gap no marker covers: group 1's entries 6..10 sit in the first
+ * segment, its marker at 5 and entries 11.. in the second, and the first
+ * segment is lost. The open fails, naming the gap. */
+static void test_gap_with_live_entries_stops_the_open(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal *w = open_wal(io, NULL);
+  for (uint64_t index = 1; index <= 10; index++) {
+    assert_int_equal(append_one(w, 1, index, 1, NULL), 0);
+  }
+  drain(w);
+  uint64_t next = 1;
+  append_until_rollover(w, 2, &next); /* group 2 fills the first segment */
+  drain(w);
+  assert_int_equal(wal_save_snapshot(w, 1, 5, 1, "a", 1, NULL), 0);
+  for (uint64_t index = 11; index <= 20; index++) {
+    assert_int_equal(append_one(w, 1, index, 1, NULL), 0);
+  }
+  drain(w);
+  assert_int_equal(wal_close(w), 0);
+  char name[64];
+  wal_segment_name(1, name, sizeof(name));
+  assert_int_equal(io->ops->unlink(io, name), 0);
+  assert_int_equal(io->ops->sync_directory(io), 0);
+  wal_options options = small_options(io);
+  wal_recovery_report report;
+  wal *broken = NULL;
+  assert_int_equal(wal_open(&options, &broken, &report), -EUCLEAN);
+  assert_non_null(strstr(report.error, "still live"));
+  io->ops->destroy(io);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_disk_use_plateaus),
@@ -313,6 +396,8 @@ int main(void) {
       cmocka_unit_test(test_sealed_recycled_segment_reads_to_its_end),
       cmocka_unit_test(test_recent_reads_come_from_memory),
       cmocka_unit_test(test_missing_middle_segment_stops_the_open),
+      cmocka_unit_test(test_gap_covered_by_a_later_marker),
+      cmocka_unit_test(test_gap_with_live_entries_stops_the_open),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
