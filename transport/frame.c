@@ -11,6 +11,12 @@
 /* XXH3_state_t lives in the static-linking part of the header. */
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
+/* Debian's libxxhash is built for baseline x86-64; its dispatching entry
+ * points pick the AVX2/AVX-512 code at run time (about 4x faster on large
+ * inputs). Same hash values, so nothing on the disk or the wire changes. */
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h>
+#endif
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the wire format is little-endian and is sent from memory as is"
