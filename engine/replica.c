@@ -59,14 +59,13 @@ static int storage_entries(void *context, uint64_t lo, uint64_t hi, uint64_t max
   int rc = wal_read(s->log, r->group, lo, hi, max_bytes, entries, capacity, &count, buffer,
                     buffer_bytes);
   if (rc == -ERANGE) {
-    /* the first entry is larger than the buffer: give it room */
-    wal_entry probe;
+    /* the first entry is larger than the buffer: read it alone, with room
+     * for the largest entry a WAL batch can hold */
     buffer_bytes = 64u << 20;
     buffer = arena_allocate(&s->scratch, buffer_bytes);
     rc = buffer == NULL ? -ENOMEM
-                        : wal_read(s->log, r->group, lo, lo + 1, max_bytes, &probe, 1, &count,
+                        : wal_read(s->log, r->group, lo, lo + 1, max_bytes, entries, 1, &count,
                                    buffer, buffer_bytes);
-    entries[0] = probe;
   }
   if (rc != 0) {
     return rc == -ENOENT ? FL_RAFT_E_UNAVAILABLE : FL_RAFT_E_NOMEM;
