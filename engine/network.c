@@ -356,6 +356,11 @@ static void send_keepalive(shard *s, peer_batch *p) {
 /* Node liveness for quiescence: a peer silent for an election timeout is
  * dead, and the quiet groups it led wake up to elect. */
 void network_tick(shard *s, uint64_t now_ms) {
+  /* no open batch may span a transport tick (it may release delayed frames
+   * or close connections), nor a keepalive's reservation on the same peer */
+  for (uint32_t i = 0; i < s->net->peer_count; i++) {
+    close_batch(s, &s->net->peers[i]);
+  }
   transport_tick(s->net->link, now_ms);
   const fl_options *o = &s->engine->options;
   uint64_t heartbeat_ms = (uint64_t)o->heartbeat_ticks * o->tick_ms;

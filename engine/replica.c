@@ -176,10 +176,10 @@ int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **o
   fl_raft_restore restore;
   int rc = load_from_wal(r, &restore);
   if (rc == 1) {
-    rc = conf != NULL ? bootstrap(r, conf, &restore) : 0;
-    if (conf == NULL) {
-      restore = (fl_raft_restore){0}; /* a joiner: learns its configuration */
-    }
+    /* a joiner records an empty configuration: it learns the real one from
+     * the leader, and a restart must find it a member with its state */
+    fl_raft_conf empty = {0};
+    rc = bootstrap(r, conf != NULL ? conf : &empty, &restore);
   }
   if (rc == 0) {
     rc = machine_create(s, group, &r->machine);
@@ -625,7 +625,16 @@ static int handle_update(replica *r, const fl_raft_update *u) {
       network_send(r->owner, r->group, &u->messages[i]);
     }
   }
-  rc = hold_after_write(r, u);
+  if (u->has_write) {
+    rc = hold_after_write(r, u);
+  } else {
+    /* nothing to wait for: the core allows them out at once (a follower's
+     * rejection of an append with a gap is one; held, the leader would
+     * never back up) */
+    for (uint32_t i = 0; i < u->message_after_write_count; i++) {
+      network_send(r->owner, r->group, &u->messages_after_write[i]);
+    }
+  }
   if (rc != 0) {
     return rc;
   }
@@ -717,7 +726,10 @@ bool replica_may_quiesce(replica *r) {
   if (status.role == FL_RAFT_LEADER) {
     return followers_caught_up(r, &status);
   }
-  return status.role == FL_RAFT_FOLLOWER && network_node_alive(r->owner, status.leader);
+  /* a leader that removed itself no longer leads anything: stay awake to
+   * elect a new one */
+  return status.role == FL_RAFT_FOLLOWER && fl_raft_conf_has_voter(&status.conf, status.leader) &&
+         network_node_alive(r->owner, status.leader);
 }
 
 /* A write is durable: tell the core, then send what waited for it. */

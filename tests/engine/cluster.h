@@ -8,6 +8,8 @@
 #ifndef FLOTILLA_TESTS_ENGINE_CLUSTER_H
 #define FLOTILLA_TESTS_ENGINE_CLUSTER_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,7 +23,19 @@ typedef struct cluster {
   char directory[128];
   fl_node_address nodes[CLUSTER_MAX_NODES];
   fl_engine *engines[CLUSTER_MAX_NODES]; /* NULL while a node is down */
+  /* Held for reading by the *_shared calls of client threads, for writing
+   * by cluster_stop_node_shared / cluster_start_node_shared: a client never
+   * touches an engine that is being closed. */
+  pthread_rwlock_t lock;
+  /* Calls of the *_shared helpers whose callback did not come within
+   * CLUSTER_CALLBACK_BOUND_MS: the API promises exactly one, so a test
+   * fails when this is not 0. */
+  atomic_uint lost_callbacks;
 } cluster;
+
+/* How long a helper waits for a callback the engine owes it: far above any
+ * commit, election or close on loopback. */
+#define CLUSTER_CALLBACK_BOUND_MS 10000u
 
 /* Starts node_count nodes (ids 1..n) with shard_count shards each on free
  * loopback ports, in a fresh directory. Returns 0 or an FL_E code. */
@@ -49,6 +63,59 @@ int cluster_get(cluster *c, uint64_t node, uint64_t group, const char *key, fl_r
  * deadline: how a client writes. */
 int cluster_put_retry(cluster *c, uint64_t group, const char *key, const char *value,
                       uint32_t timeout_ms);
+
+/* ---- faults, and clients running beside them ------------------------------- */
+
+/* Cuts (cut = true) or restores every link between `node` and the other
+ * running nodes, on both sides: a symmetric partition of one node. */
+int cluster_isolate(cluster *c, uint64_t node, bool cut);
+/* cluster_wait_leader restricted to the running nodes whose bit (1 << (id
+ * - 1)) is in `among`: the leader must be one of them, and they agree. */
+uint64_t cluster_wait_leader_among(cluster *c, uint64_t group, uint32_t among, uint32_t timeout_ms);
+/* Waits until the running nodes agree on a leader and each has applied the
+ * leader's commit index; returns the leader, 0 on timeout. */
+uint64_t cluster_wait_caught_up(cluster *c, uint64_t group, uint32_t timeout_ms);
+/* Waits until every running node of `among` (bits as above) holds a
+ * replica of `group` whose voters are exactly `voters` (any order) and
+ * that has no learners. */
+bool cluster_wait_voters(cluster *c, uint64_t group, uint32_t among, const uint64_t *voters,
+                         uint32_t count, uint32_t timeout_ms);
+/* cluster_put with a bound on the wait: FL_E_TIMEOUT when the callback
+ * has not come within timeout_ms (a leader that cannot reach a quorum
+ * keeps a proposal pending); the call then stays allocated, since the
+ * callback may still come. */
+int cluster_put_within(cluster *c, uint64_t node, uint64_t group, const char *key,
+                       const char *value, uint32_t timeout_ms);
+/* A membership change proposed on `node`, waiting for its callback. */
+int cluster_change(cluster *c, uint64_t node, uint64_t group, fl_change_type type, uint64_t target);
+
+/* An asynchronous call whose answer the test looks at later: its callback
+ * may run after the caller stopped waiting (a partitioned leader), so it
+ * must live until the cluster is destroyed (closing answers every call). */
+typedef struct cluster_pending {
+  atomic_bool done;
+  atomic_int status;
+  char value[256];
+} cluster_pending;
+
+int cluster_put_async(cluster *c, uint64_t node, uint64_t group, const char *key, const char *value,
+                      cluster_pending *pending);
+int cluster_get_async(cluster *c, uint64_t node, uint64_t group, const char *key, fl_read_mode mode,
+                      cluster_pending *pending);
+/* True once the callback ran (then pending->status holds its status). */
+bool cluster_wait_pending(cluster_pending *pending, uint32_t timeout_ms);
+
+/* Stops / starts a node while client threads use the *_shared calls. */
+void cluster_stop_node_shared(cluster *c, uint64_t node);
+int cluster_start_node_shared(cluster *c, uint64_t node);
+/* The running node that says it leads `group` in the highest term; 0 when
+ * none does. Safe beside cluster_stop_node_shared. */
+uint64_t cluster_find_leader_shared(cluster *c, uint64_t group);
+/* Puts on whichever node leads, retrying across leader changes, nodes
+ * stopping and starting, and replicas leaving, until the deadline. Safe
+ * beside cluster_stop_node_shared. 0 only once the put is acknowledged. */
+int cluster_put_shared(cluster *c, uint64_t group, const char *key, const char *value,
+                       uint32_t timeout_ms);
 
 uint64_t cluster_now_ms(void);
 /* Pauses a polling loop between two looks at the state. */
