@@ -36,9 +36,10 @@ test: test-release test-asan test-fuzz
 test-release: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-# Unit, scenario and simulation tests again under ASan+UBSan.
+# Unit, scenario and simulation tests again under ASan+UBSan, and the
+# in-process engine clusters (label asan: real sockets and disks, quick).
 test-asan: build-asan
-	cd $(ASAN) && ctest --output-on-failure -j $(JOBS) -L 'unit|sim'
+	cd $(ASAN) && ctest --output-on-failure -j $(JOBS) -L 'unit|sim|asan'
 
 test-fuzz: build-fuzz
 	bash fuzz/run.sh $(FUZZBUILD) $(FUZZ_SECONDS)
