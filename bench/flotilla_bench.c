@@ -226,7 +226,10 @@ typedef struct slot {
   bench *b;
   uint64_t group;
   uint32_t leader_guess; /* node index */
-  uint64_t started_ns;
+  /* When the slot's command was issued (open loop: due). In the open loop a
+   * slot may be reused while a command is in flight, so it is atomic and a
+   * completion may see a later start than its own: latency clamps at 0. */
+  _Atomic uint64_t started_ns;
   char key[32];
   uint32_t key_length;
 } slot;
@@ -381,7 +384,9 @@ static void issue(slot *sl);
 static void finish(slot *sl, int status) {
   bench *b = sl->b;
   if (status == 0 || status == FL_E_NOT_FOUND) {
-    histogram_record(b->latency, (now_ns() - sl->started_ns) / 1000);
+    uint64_t now = now_ns();
+    uint64_t started = atomic_load_explicit(&sl->started_ns, memory_order_relaxed);
+    histogram_record(b->latency, now > started ? (now - started) / 1000 : 0);
     atomic_fetch_add_explicit(&b->completed, 1, memory_order_relaxed);
   } else {
     atomic_fetch_add_explicit(&b->errors, 1, memory_order_relaxed);
