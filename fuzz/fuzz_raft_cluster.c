@@ -592,15 +592,6 @@ static void node_action(fc_cluster *c, uint32_t action) {
 }
 
 /* FLOTILLA_FUZZ_TRACE=1 prints every action and the nodes after it. */
-static bool tracing(void) {
-  static int enabled = -1;
-  if (enabled < 0) {
-    const char *value = getenv("FLOTILLA_FUZZ_TRACE");
-    enabled = value != NULL && value[0] == '1';
-  }
-  return enabled != 0;
-}
-
 static void trace_nodes(fc_cluster *c, uint32_t action) {
   static const char *const names[FC_ACTION_COUNT] = {
       "deliver",        "drop",     "duplicate", "delay", "flush",      "tick",    "tick-all",

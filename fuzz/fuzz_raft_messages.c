@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "fuzz/fuzz_input.h"
+#include "fuzz/fuzz_report.h"
 #include "fuzz/single_node.h"
 #include "raft/raft.h"
 
@@ -251,15 +252,6 @@ static void pick_message(fm_state *f, fm_message *out) {
 }
 
 /* FLOTILLA_FUZZ_TRACE=1 prints every action: for reading a crash input. */
-static bool tracing(void) {
-  static int enabled = -1;
-  if (enabled < 0) {
-    const char *value = getenv("FLOTILLA_FUZZ_TRACE");
-    enabled = value != NULL && value[0] == '1';
-  }
-  return enabled != 0;
-}
-
 static void trace_message(const fl_raft_message *m) {
   fprintf(stderr,
           "  step %s (%u) %llu->%llu term=%llu index=%llu log_term=%llu commit=%llu reject=%d "

@@ -6,8 +6,30 @@
 #define FLOTILLA_FUZZ_REPORT_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+/* FLOTILLA_FUZZ_TRACE=1 makes a target narrate what it does with an input
+ * (replaying a crash); read once. */
+static inline bool tracing(void) {
+  static int enabled = -1;
+  if (enabled < 0) {
+    const char *value = getenv("FLOTILLA_FUZZ_TRACE");
+    enabled = value != NULL && value[0] == '1';
+  }
+  return enabled != 0;
+}
+
+__attribute__((format(printf, 1, 2), unused)) static inline void trace(const char *format, ...) {
+  if (!tracing()) {
+    return;
+  }
+  va_list args;
+  va_start(args, format);
+  vfprintf(stderr, format, args);
+  va_end(args);
+}
 
 __attribute__((format(printf, 2, 0), noreturn)) static inline void
 fuzz_report_and_abort(const char *prefix, const char *format, va_list arguments) {

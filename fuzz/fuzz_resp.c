@@ -46,15 +46,6 @@ __attribute__((format(printf, 1, 2), noreturn)) static void violation(const char
   fuzz_report_and_abort("fuzz-resp: violation: ", format, args);
 }
 
-static bool tracing(void) {
-  static int enabled = -1;
-  if (enabled < 0) {
-    const char *value = getenv("FLOTILLA_FUZZ_TRACE");
-    enabled = value != NULL && value[0] == '1';
-  }
-  return enabled != 0;
-}
-
 /* A transcript: 'C' count {length bytes}..., 'E' text, 'W' held. */
 typedef struct transcript {
   uint8_t *data;

@@ -128,25 +128,6 @@ typedef struct fw_state {
 
 /* ---- reporting ---- */
 
-static bool tracing(void) {
-  static int enabled = -1;
-  if (enabled < 0) {
-    const char *value = getenv("FLOTILLA_FUZZ_TRACE");
-    enabled = value != NULL && value[0] == '1';
-  }
-  return enabled != 0;
-}
-
-__attribute__((format(printf, 1, 2))) static void trace(const char *format, ...) {
-  if (!tracing()) {
-    return;
-  }
-  va_list args;
-  va_start(args, format);
-  vfprintf(stderr, format, args);
-  va_end(args);
-}
-
 __attribute__((format(printf, 1, 2), noreturn)) static void violation(const char *format, ...) {
   va_list args;
   va_start(args, format);
