@@ -35,6 +35,7 @@
 
 #include <jemalloc/jemalloc.h>
 
+#include "common/free_ports.h"
 #include "flotilla.h"
 
 #define TARGET_WRITES_PER_SECOND 1e6
@@ -267,29 +268,6 @@ static double cpu_seconds(void) {
          (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6;
 }
 
-static bool port_free(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in address = {
-      .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  bool ok = bind(fd, (struct sockaddr *)&address, sizeof(address)) == 0;
-  close(fd);
-  return ok;
-}
-
-static uint16_t find_ports(uint32_t span) {
-  for (uint32_t base = 30000u + (uint32_t)(getpid() % 97) * 64; base + span < 60000u;
-       base += span) {
-    bool all = true;
-    for (uint32_t i = 0; i < span && all; i++) {
-      all = port_free((uint16_t)(base + i));
-    }
-    if (all) {
-      return (uint16_t)base;
-    }
-  }
-  return 0;
-}
-
 static int start_engines(bench *b) {
   if (b->s.dir != NULL) {
     snprintf(b->directory, sizeof(b->directory), "%s", b->s.dir);
@@ -299,7 +277,7 @@ static int start_engines(bench *b) {
       return FL_E_IO;
     }
   }
-  uint16_t base = find_ports(b->s.nodes * b->s.shards);
+  uint16_t base = fl_free_ports(b->s.nodes * b->s.shards);
   if (base == 0) {
     return FL_E_IO;
   }

@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include "tests/engine/cluster.h"
 
+#include "common/free_ports.h"
+
 #include "engine/engine_testing.h"
 
 #include <errno.h>
@@ -26,30 +28,6 @@ uint64_t cluster_now_ms(void) {
 void cluster_pause_ms(uint32_t ms) {
   struct timespec pause = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
   nanosleep(&pause, NULL);
-}
-
-/* A base port with `span` consecutive free ports after it: bind tests them. */
-static bool port_free(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in address = {
-      .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  bool ok = bind(fd, (struct sockaddr *)&address, sizeof(address)) == 0;
-  close(fd);
-  return ok;
-}
-
-static uint16_t find_ports(uint32_t span) {
-  uint32_t start = 20000u + (uint32_t)(getpid() * 37u % 20000u);
-  for (uint32_t base = start; base + span < 60000u; base += span) {
-    bool all = true;
-    for (uint32_t i = 0; i < span && all; i++) {
-      all = port_free((uint16_t)(base + i));
-    }
-    if (all) {
-      return (uint16_t)base;
-    }
-  }
-  return 0;
 }
 
 static fl_options node_options(cluster *c, uint64_t node, char *directory, size_t size) {
@@ -94,7 +72,7 @@ int cluster_start(cluster *c, uint32_t node_count, uint32_t shard_count) {
   if (mkdtemp(c->directory) == NULL) {
     return FL_E_IO;
   }
-  uint16_t base = find_ports(node_count * shard_count);
+  uint16_t base = fl_free_ports(node_count * shard_count);
   if (base == 0) {
     return FL_E_IO;
   }

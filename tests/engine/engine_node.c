@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/free_ports.h"
 #include "flotilla.h"
 
 #define NODES 3u
@@ -70,34 +71,14 @@ static void die(const char *what, int rc) {
 
 /* ---- ports ----------------------------------------------------------------- */
 
-static bool port_free(uint16_t port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in address = {
-      .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  bool free_port = fd >= 0 && bind(fd, (struct sockaddr *)&address, sizeof(address)) == 0;
-  if (fd >= 0) {
-    close(fd);
-  }
-  return free_port;
-}
-
-/* Below the kernel's ephemeral range (32768 and up by default), so that no
- * outgoing connection takes one of the ports between this check and the
- * nodes' bind. */
 static int find_ports(uint32_t count) {
-  uint32_t start = 10000u + (uint32_t)getpid() % 20000u;
-  for (uint32_t base = start; base + count < 32000u; base += count) {
-    bool all = true;
-    for (uint32_t i = 0; i < count && all; i++) {
-      all = port_free((uint16_t)(base + i));
-    }
-    if (all) {
-      printf("%u\n", base);
-      return 0;
-    }
+  uint16_t base = fl_free_ports(count);
+  if (base == 0) {
+    fprintf(stderr, "engine-node: no %u free ports\n", count);
+    return 1;
   }
-  fprintf(stderr, "engine-node: no %u free ports\n", count);
-  return 1;
+  printf("%u\n", base);
+  return 0;
 }
 
 /* ---- opening a node -------------------------------------------------------- */
