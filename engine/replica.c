@@ -111,7 +111,7 @@ static int load_from_wal(replica *r, fl_raft_restore *restore) {
   if (rc == -ENOENT || (rc == 0 && !state.has_snapshot)) {
     return 1;
   }
-  uint8_t conf_bytes[512];
+  uint8_t conf_bytes[SNAPSHOT_MAX_CONF_BYTES];
   uint32_t length = 0;
   rc = rc != 0 ? rc : wal_snapshot_data(s->log, r->group, conf_bytes, sizeof(conf_bytes), &length);
   if (rc != 0) {
@@ -139,7 +139,7 @@ static int load_from_wal(replica *r, fl_raft_restore *restore) {
 /* A new group: its initial configuration is written as a marker at index 0
  * so that a restart finds it before any snapshot exists. */
 static int bootstrap(replica *r, const fl_raft_conf *conf, fl_raft_restore *restore) {
-  uint8_t bytes[512];
+  uint8_t bytes[SNAPSHOT_MAX_CONF_BYTES];
   size_t length = fl_raft_conf_encode(conf, bytes, sizeof(bytes));
   if (length == 0) {
     return -EINVAL;

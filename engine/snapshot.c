@@ -124,7 +124,7 @@ static int publish(shard *s, int fd, const char *temporary, const char *final) {
 /* ---- taking a snapshot ------------------------------------------------- */
 
 static int write_header(int fd, uint64_t index, uint64_t term, const fl_raft_conf *conf) {
-  uint8_t conf_bytes[512];
+  uint8_t conf_bytes[SNAPSHOT_MAX_CONF_BYTES];
   size_t conf_length = fl_raft_conf_encode(conf, conf_bytes, sizeof(conf_bytes));
   snapshot_file_header header = {.magic = SNAPSHOT_MAGIC,
                                  .version = SNAPSHOT_VERSION,
@@ -252,7 +252,7 @@ void snapshot_abandon(replica *r) {
 }
 
 int snapshot_record_marker(replica *r, uint64_t index, uint64_t term, const fl_raft_conf *conf) {
-  uint8_t bytes[512];
+  uint8_t bytes[SNAPSHOT_MAX_CONF_BYTES];
   size_t length = fl_raft_conf_encode(conf, bytes, sizeof(bytes));
   wal *w = r->owner->log;
   int rc = wal_save_snapshot(w, r->group, index, term, bytes, (uint32_t)length, NULL);
@@ -265,6 +265,61 @@ int snapshot_record_marker(replica *r, uint64_t index, uint64_t term, const fl_r
 
 /* ---- loading a snapshot into the state machine -------------------------- */
 
+/* Reads and checks a snapshot file's header: 0 or -EUCLEAN. */
+int snapshot_read_header(int fd, uint64_t index, snapshot_file_header *header) {
+  if (pread(fd, header, sizeof(*header), 0) != (ssize_t)sizeof(*header)) {
+    return -EUCLEAN;
+  }
+  bool ok = header->magic == SNAPSHOT_MAGIC && header->version == SNAPSHOT_VERSION &&
+            header->index == index && header->conf_length <= SNAPSHOT_MAX_CONF_BYTES;
+  return ok ? 0 : -EUCLEAN;
+}
+
+/* Feeds the state machine's stream after the header into `into`, which is
+ * replaced only when the whole stream verified. */
+static int restore_from_file(int fd, const snapshot_file_header *header, kv_store *into) {
+  kv_restore *restore = NULL;
+  uint8_t *buffer = malloc(SNAPSHOT_CHUNK_BYTES);
+  if (buffer == NULL || kv_restore_begin(into, &restore) != 0) {
+    free(buffer);
+    return -ENOMEM;
+  }
+  int rc = 0;
+  off_t offset = (off_t)(sizeof(*header) + header->conf_length);
+  for (;;) {
+    ssize_t n = pread(fd, buffer, SNAPSHOT_CHUNK_BYTES, offset);
+    if (n <= 0) {
+      rc = n < 0 ? -errno : 0;
+      break;
+    }
+    if (kv_restore_feed(restore, buffer, (size_t)n) != 0) {
+      rc = -EUCLEAN;
+      break;
+    }
+    offset += n;
+  }
+  free(buffer);
+  if (rc != 0) {
+    kv_restore_abort(restore);
+    return rc;
+  }
+  return kv_restore_finish(restore) == 0 ? 0 : -EUCLEAN;
+}
+
+int snapshot_check_file(int fd, uint64_t index) {
+  snapshot_file_header header;
+  kv_store *scratch = NULL;
+  int rc = snapshot_read_header(fd, index, &header);
+  if (rc == 0 && kv_create(&scratch) != 0) {
+    rc = -ENOMEM;
+  }
+  if (rc == 0) {
+    rc = restore_from_file(fd, &header, scratch);
+  }
+  kv_destroy(scratch);
+  return rc;
+}
+
 /* Restores the replica's KV store from the file of (group, index). */
 int snapshot_load(replica *r, uint64_t index) {
   char path[4200];
@@ -275,31 +330,13 @@ int snapshot_load(replica *r, uint64_t index) {
     return -EUCLEAN;
   }
   snapshot_file_header header;
-  int rc = pread(fd, &header, sizeof(header), 0) == (ssize_t)sizeof(header) ? 0 : -EUCLEAN;
-  if (rc == 0 && (header.magic != SNAPSHOT_MAGIC || header.version != SNAPSHOT_VERSION ||
-                  header.index != index || header.conf_length > 512)) {
-    rc = -EUCLEAN;
-  }
+  int rc = snapshot_read_header(fd, index, &header);
   if (rc == 0 && r->machine == NULL && kv_create((kv_store **)&r->machine) != 0) {
     rc = -ENOMEM;
   }
-  kv_restore *restore = NULL;
-  rc = rc == 0 && kv_restore_begin(r->machine, &restore) != 0 ? -ENOMEM : rc;
-  uint8_t *buffer = rc == 0 ? malloc(SNAPSHOT_CHUNK_BYTES) : NULL;
-  off_t offset = (off_t)(sizeof(header) + header.conf_length);
-  for (ssize_t n = 1; rc == 0 && buffer != NULL && n > 0; offset += n) {
-    n = pread(fd, buffer, SNAPSHOT_CHUNK_BYTES, offset);
-    rc =
-        n < 0 ? -errno : (n > 0 && kv_restore_feed(restore, buffer, (size_t)n) != 0 ? -EUCLEAN : 0);
-    if (n <= 0) {
-      break;
-    }
+  if (rc == 0) {
+    rc = restore_from_file(fd, &header, r->machine);
   }
-  if (restore != NULL) {
-    rc = rc == 0 ? (kv_restore_finish(restore) == 0 ? 0 : -EUCLEAN)
-                 : (kv_restore_abort(restore), rc);
-  }
-  free(buffer);
   close(fd);
   if (rc != 0) {
     shard_log(r->owner, 3, "group %llu: snapshot %s does not restore", (unsigned long long)r->group,

@@ -11,6 +11,8 @@
 
 #define SNAPSHOT_MAGIC 0x4e534c46u /* "FLSN" */
 #define SNAPSHOT_VERSION 1u
+/* An encoded configuration: an 8-byte head and every member id. */
+#define SNAPSHOT_MAX_CONF_BYTES CODEC_MAX_CONF_BYTES
 
 /* The head of a snapshot file (little-endian), then conf_length bytes of
  * encoded configuration, then the state machine's stream. */
@@ -47,6 +49,12 @@ void snapshot_abandon_saving(replica *r);
 int snapshot_record_marker(replica *r, uint64_t index, uint64_t term, const fl_raft_conf *conf);
 /* Restores the state machine from the snapshot file at index. */
 int snapshot_load(replica *r, uint64_t index);
+/* Reads and checks a snapshot file's header (magic, version, index). */
+int snapshot_read_header(int fd, uint64_t index, snapshot_file_header *header);
+/* Checks that a received file is a whole, verifying snapshot at index, by
+ * restoring it into a scratch store: a damaged one is refused before the
+ * core ever sees it. 0, -EUCLEAN or -ENOMEM. */
+int snapshot_check_file(int fd, uint64_t index);
 /* The core handed a received snapshot to install: state machine and
  * marker, from the file the transfer left. */
 int snapshot_install(replica *r, const fl_raft_snapshot_meta *meta);

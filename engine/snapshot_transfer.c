@@ -244,12 +244,15 @@ static int complete_receive(replica *r, snapshot_receive *receive) {
   snapshot_path(s, r->group, receive->index, ".recv", temporary, sizeof(temporary));
   snapshot_path(s, r->group, receive->index, ".snap", final, sizeof(final));
   snapshot_file_header header;
-  uint8_t conf_bytes[512];
+  uint8_t conf_bytes[SNAPSHOT_MAX_CONF_BYTES];
   int fd = receive->fd;
+  /* the header must describe the snapshot the chunks announced, and the
+   * stream must verify: a damaged snapshot is refused here, never handed
+   * to the core (installing it could only fail the shard) */
   bool ok =
-      pread(fd, &header, sizeof(header), 0) == (ssize_t)sizeof(header) &&
-      header.magic == SNAPSHOT_MAGIC && header.conf_length <= sizeof(conf_bytes) &&
-      pread(fd, conf_bytes, header.conf_length, sizeof(header)) == (ssize_t)header.conf_length;
+      snapshot_read_header(fd, receive->index, &header) == 0 &&
+      pread(fd, conf_bytes, header.conf_length, sizeof(header)) == (ssize_t)header.conf_length &&
+      snapshot_check_file(fd, receive->index) == 0;
   fl_raft_message m = {.type = FL_RAFT_MSG_SNAPSHOT,
                        .from = receive->from,
                        .to = s->engine->options.node_id,

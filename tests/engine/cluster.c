@@ -44,6 +44,9 @@ static fl_options node_options(cluster *c, uint64_t node, char *directory, size_
   options.election_ticks = 20;
   options.heartbeat_ticks = 2;
   options.wal_segment_bytes = 4u << 20;
+  if (c->snapshot_entries != 0) {
+    options.snapshot_entries = c->snapshot_entries;
+  }
   return options;
 }
 

@@ -23,6 +23,8 @@ typedef struct cluster {
   char directory[128];
   fl_node_address nodes[CLUSTER_MAX_NODES];
   fl_engine *engines[CLUSTER_MAX_NODES]; /* NULL while a node is down */
+  /* Options of nodes started from now on: 0 keeps the engine's default. */
+  uint32_t snapshot_entries;
   /* Held for reading by the *_shared calls of client threads, for writing
    * by cluster_stop_node_shared / cluster_start_node_shared: a client never
    * touches an engine that is being closed. */

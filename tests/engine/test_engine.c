@@ -127,6 +127,62 @@ static void test_follower_catches_up(void **state) {
   cluster_destroy(&c);
 }
 
+/* Nodes snapshot every 50 entries and compact their logs: a node that was
+ * down meanwhile is behind the leaders' first index and catches up by a
+ * streamed snapshot; then every node restarts from its snapshot and log. */
+static void test_follower_catches_up_by_snapshot(void **state) {
+  (void)state;
+  cluster c;
+  assert_int_equal(cluster_start(&c, 3, 1), 0);
+  cluster_stop_node(&c, 3);
+  c.snapshot_entries = 50;
+  cluster_stop_node(&c, 1);
+  cluster_stop_node(&c, 2);
+  assert_int_equal(cluster_start_node(&c, 1), 0);
+  assert_int_equal(cluster_start_node(&c, 2), 0);
+  for (uint64_t group = 1; group <= 4; group++) {
+    uint64_t members[3] = {1, 2, 3};
+    assert_int_equal(fl_group_create(c.engines[0], group, members, 3), 0);
+    assert_int_equal(fl_group_create(c.engines[1], group, members, 3), 0);
+  }
+  for (uint32_t i = 0; i < 200; i++) {
+    char key[32];
+    snprintf(key, sizeof(key), "k%u", i);
+    for (uint64_t group = 1; group <= 4; group++) {
+      assert_int_equal(cluster_put_retry(&c, group, key, "v", WAIT_MS), 0);
+    }
+  }
+  fl_group_status status;
+  assert_int_equal(fl_group_status_get(c.engines[0], 1, &status), 0);
+  assert_true(status.first_index > 50); /* compacted: a log alone cannot catch node 3 up */
+  assert_int_equal(cluster_start_node(&c, 3), 0);
+  for (uint64_t group = 1; group <= 4; group++) {
+    assert_int_equal(fl_group_create(c.engines[2], group, (uint64_t[]){1, 2, 3}, 3), 0);
+  }
+  for (uint32_t round = 0; round < 2; round++) {
+    for (uint64_t group = 1; group <= 4; group++) {
+      uint64_t leader = cluster_wait_leader(&c, group, WAIT_MS);
+      assert_true(leader != 0);
+      assert_int_equal(fl_group_status_get(c.engines[leader - 1], group, &status), 0);
+      assert_true(cluster_wait_applied(&c, group, status.commit, WAIT_MS));
+      char value[64];
+      for (uint32_t i = 0; i < 200; i += 13) {
+        char key[32];
+        snprintf(key, sizeof(key), "k%u", i);
+        assert_int_equal(cluster_get(&c, 3, group, key, FL_READ_LOCAL, value, sizeof(value)), 0);
+        assert_string_equal(value, "v");
+      }
+    }
+    for (uint64_t node = 1; node <= 3; node++) { /* and back from snapshots */
+      cluster_stop_node(&c, node);
+    }
+    for (uint64_t node = 1; node <= 3; node++) {
+      assert_int_equal(cluster_start_node(&c, node), 0);
+    }
+  }
+  cluster_destroy(&c);
+}
+
 /* Leadership moves to the node asked for. */
 static void test_leader_transfer(void **state) {
   (void)state;
@@ -163,8 +219,11 @@ static void test_follower_refuses_proposals(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_replication_and_reads),      cmocka_unit_test(test_restart_all_nodes),
-      cmocka_unit_test(test_follower_catches_up),        cmocka_unit_test(test_leader_transfer),
+      cmocka_unit_test(test_replication_and_reads),
+      cmocka_unit_test(test_restart_all_nodes),
+      cmocka_unit_test(test_follower_catches_up),
+      cmocka_unit_test(test_follower_catches_up_by_snapshot),
+      cmocka_unit_test(test_leader_transfer),
       cmocka_unit_test(test_follower_refuses_proposals),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
