@@ -537,11 +537,7 @@ static void test_zeroed_header_in_older_segment_is_corruption(void **state) {
       }
     }
   }
-  wal_options options = small_options(io);
-  wal_recovery_report report;
-  wal *broken = NULL;
-  assert_int_equal(wal_open(&options, &broken, &report), -EUCLEAN);
-  assert_non_null(strstr(report.error, "zeroed record"));
+  expect_open_corrupt(io, "zeroed record");
   io->ops->destroy(io);
 }
 

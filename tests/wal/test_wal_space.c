@@ -297,11 +297,7 @@ static void test_missing_middle_segment_stops_the_open(void **state) {
   wal_segment_name(2, name, sizeof(name));
   assert_int_equal(io->ops->unlink(io, name), 0);
   assert_int_equal(io->ops->sync_directory(io), 0);
-  wal_options options = small_options(io);
-  wal_recovery_report report;
-  wal *broken = NULL;
-  assert_int_equal(wal_open(&options, &broken, &report), -EUCLEAN);
-  assert_non_null(strstr(report.error, "missing"));
+  expect_open_corrupt(io, "missing");
   io->ops->destroy(io);
 }
 
@@ -380,11 +376,7 @@ static void test_gap_with_live_entries_stops_the_open(void **state) {
   wal_segment_name(1, name, sizeof(name));
   assert_int_equal(io->ops->unlink(io, name), 0);
   assert_int_equal(io->ops->sync_directory(io), 0);
-  wal_options options = small_options(io);
-  wal_recovery_report report;
-  wal *broken = NULL;
-  assert_int_equal(wal_open(&options, &broken, &report), -EUCLEAN);
-  assert_non_null(strstr(report.error, "still live"));
+  expect_open_corrupt(io, "still live");
   io->ops->destroy(io);
 }
 

@@ -11,6 +11,7 @@
 #include "tests/wal/wal_test_util.h"
 
 #include <errno.h>
+#include <string.h>
 
 wal_options small_options(wal_io *io) {
   wal_options options;
@@ -34,6 +35,18 @@ wal *open_wal(wal_io *io, wal_recovery_report *report) {
   }
   assert_int_equal(rc, 0);
   return w;
+}
+
+void expect_open_corrupt(wal_io *io, const char *text) {
+  wal_options options = small_options(io);
+  wal_recovery_report report;
+  wal *broken = NULL;
+  assert_int_equal(wal_open(&options, &broken, &report), -EUCLEAN);
+  assert_null(broken);
+  if (strstr(report.error, text) == NULL) {
+    print_error("open failed with \"%s\", not naming \"%s\"\n", report.error, text);
+  }
+  assert_non_null(strstr(report.error, text));
 }
 
 uint32_t payload_of(uint64_t group, uint64_t index, uint64_t term, uint8_t *out) {

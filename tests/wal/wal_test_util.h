@@ -22,6 +22,9 @@ uint32_t payload_of(uint64_t group, uint64_t index, uint64_t term, uint8_t *out)
 int append_one(wal *w, uint64_t group, uint64_t index, uint64_t term, wal_request *request);
 /* Asserts the entry reads back with its term and payload. */
 void expect_entry(wal *w, uint64_t group, uint64_t index, uint64_t term);
+/* Asserts that opening fails as corruption (-EUCLEAN, nothing opened) with
+ * an error naming `text`. */
+void expect_open_corrupt(wal_io *io, const char *text);
 /* Flushes and waits until nothing is in flight. */
 void drain(wal *w);
 /* `rounds` rounds of 20 entries (term 1) for each group 1..GROUPS, then drains. */
