@@ -7,7 +7,8 @@
  *
  *   flotilla-bench [--nodes N] [--groups N] [--shards N] [--payload BYTES]
  *                  [--concurrency N] [--seconds N] [--read-ratio R]
- *                  [--half-load-seconds N] [--dir PATH] [--json] [--plot FILE.png]
+ *                  [--half-load-seconds N] [--dir PATH] [--processes] [--json]
+ *                  [--plot FILE.png]
  *
  * Two phases: a closed loop (every group keeps `concurrency` commands in
  * flight: each completion issues the next) gives the peak; then an open
@@ -22,6 +23,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -30,6 +32,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -114,6 +117,7 @@ typedef struct settings {
   const char *dir;
   const char *plot;
   bool json;
+  bool processes; /* one engine per child process instead of all in this one */
 } settings;
 
 static void usage(FILE *out) {
@@ -130,6 +134,7 @@ static void usage(FILE *out) {
                "                         memory per group and idle CPU per node\n"
                "  --read-ratio R         fraction of linearizable reads, 0..1 (default 0)\n"
                "  --dir PATH             data directory (default: fresh under /var/tmp)\n"
+               "  --processes            every node in its own process (default: all in this one)\n"
                "  --json                 one JSON object instead of the table\n"
                "  --plot FILE.png        throughput over time and latency (needs gnuplot)\n");
 }
@@ -188,8 +193,8 @@ static int parse_option(settings *s, const char *name, const char *value) {
     *(strcmp(name, "--dir") == 0 ? &s->dir : &s->plot) = value;
     return 2;
   }
-  if (strcmp(name, "--json") == 0) {
-    s->json = true;
+  if (strcmp(name, "--json") == 0 || strcmp(name, "--processes") == 0) {
+    *(strcmp(name, "--json") == 0 ? &s->json : &s->processes) = true;
     return 1;
   }
   fprintf(stderr, "flotilla-bench: unknown option %s\n", name);
@@ -237,6 +242,11 @@ typedef struct slot {
 
 struct bench {
   settings s;
+  /* --processes: the node this process runs (an index), or -1 in the
+   * process that runs every node or, with --processes, none */
+  int32_t self;
+  int report_fd;  /* child: where it reports to the parent */
+  int control_fd; /* child: where the parent's orders come from */
   char directory[256];
   fl_node_address nodes[MAX_NODES];
   fl_engine *engines[MAX_NODES];
@@ -268,7 +278,9 @@ static double cpu_seconds(void) {
          (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6;
 }
 
-static int start_engines(bench *b) {
+/* The data directory and every node's address: decided once, before any
+ * child process exists, so that all of them agree. */
+static int prepare_cluster(bench *b) {
   if (b->s.dir != NULL) {
     snprintf(b->directory, sizeof(b->directory), "%s", b->s.dir);
   } else {
@@ -285,7 +297,19 @@ static int start_engines(bench *b) {
     b->nodes[i] = (fl_node_address){.node_id = i + 1, .port = (uint16_t)(base + i * b->s.shards)};
     snprintf(b->nodes[i].host, sizeof(b->nodes[i].host), "127.0.0.1");
   }
+  return 0;
+}
+
+static bool runs_node(const bench *b, uint32_t node) {
+  return b->self < 0 || (uint32_t)b->self == node;
+}
+
+/* Opens the engines this process runs: every node, or its own one. */
+static int start_engines(bench *b) {
   for (uint32_t i = 0; i < b->s.nodes; i++) {
+    if (!runs_node(b, i)) {
+      continue;
+    }
     char directory[512];
     snprintf(directory, sizeof(directory), "%s/node-%u", b->directory, i + 1);
     fl_options options;
@@ -308,7 +332,11 @@ static int start_engines(bench *b) {
 static void stop_engines(bench *b) {
   for (uint32_t i = 0; i < b->s.nodes; i++) {
     fl_engine_close(b->engines[i]);
+    b->engines[i] = NULL;
   }
+}
+
+static void remove_directory(bench *b) {
   if (b->s.dir == NULL) {
     char command[512];
     snprintf(command, sizeof(command), "rm -rf '%s'", b->directory);
@@ -318,14 +346,30 @@ static void stop_engines(bench *b) {
   }
 }
 
+/* The index of the node leading `group` among the nodes of this process;
+ * UINT32_MAX when none of them leads it. */
 static uint32_t leader_of(bench *b, uint64_t group) {
   for (uint32_t i = 0; i < b->s.nodes; i++) {
     fl_group_status status;
-    if (fl_group_status_get(b->engines[i], group, &status) == 0 && status.role == FL_LEADER) {
+    if (b->engines[i] != NULL && fl_group_status_get(b->engines[i], group, &status) == 0 &&
+        status.role == FL_LEADER) {
       return i;
     }
   }
   return UINT32_MAX;
+}
+
+/* Whether a node of this process knows a leader of `group` (a child
+ * process sees only its own replica). */
+static bool has_leader(bench *b, uint64_t group) {
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    fl_group_status status;
+    if (b->engines[i] != NULL && fl_group_status_get(b->engines[i], group, &status) == 0 &&
+        status.leader != 0) {
+      return true;
+    }
+  }
+  return false;
 }
 
 static int create_groups(bench *b) {
@@ -335,7 +379,7 @@ static int create_groups(bench *b) {
   }
   for (uint64_t group = 1; group <= b->s.groups; group++) {
     for (uint32_t i = 0; i < b->s.nodes; i++) {
-      int rc = fl_group_create(b->engines[i], group, members, b->s.nodes);
+      int rc = b->engines[i] ? fl_group_create(b->engines[i], group, members, b->s.nodes) : 0;
       if (rc != 0) {
         return rc;
       }
@@ -343,7 +387,7 @@ static int create_groups(bench *b) {
   }
   uint64_t deadline = now_ns() + 30ull * 1000000000ull;
   for (uint64_t group = 1; group <= b->s.groups; group++) {
-    while (leader_of(b, group) == UINT32_MAX) {
+    while (!has_leader(b, group)) {
       if (now_ns() > deadline) {
         fprintf(stderr, "flotilla-bench: group %llu elected no leader\n",
                 (unsigned long long)group);
@@ -368,7 +412,9 @@ static void finish(slot *sl, int status) {
     atomic_fetch_add_explicit(&b->completed, 1, memory_order_relaxed);
   } else {
     atomic_fetch_add_explicit(&b->errors, 1, memory_order_relaxed);
-    sl->leader_guess = (sl->leader_guess + 1) % b->s.nodes; /* look elsewhere */
+    if (b->self < 0) {
+      sl->leader_guess = (sl->leader_guess + 1) % b->s.nodes; /* look elsewhere */
+    }
   }
 }
 
@@ -416,20 +462,27 @@ static void issue(slot *sl) {
   }
 }
 
+/* `concurrency` slots per group; a child process drives only the groups
+ * its node leads (a proposal must be made on the leader). */
 static int make_slots(bench *b) {
-  b->slot_count = b->s.groups * b->s.concurrency;
-  b->slots = calloc(b->slot_count, sizeof(slot));
+  uint32_t capacity = b->s.groups * b->s.concurrency;
+  b->slots = calloc(capacity, sizeof(slot));
   b->value = malloc(b->s.payload + 1);
   if (b->slots == NULL || b->value == NULL) {
     return FL_E_NOMEM;
   }
   memset(b->value, 'v', b->s.payload);
-  for (uint32_t i = 0; i < b->slot_count; i++) {
-    slot *sl = &b->slots[i];
+  b->slot_count = 0;
+  for (uint32_t i = 0; i < capacity; i++) {
+    uint64_t group = 1 + i % b->s.groups;
+    uint32_t leader = leader_of(b, group);
+    if (b->self >= 0 && leader != (uint32_t)b->self) {
+      continue;
+    }
+    slot *sl = &b->slots[b->slot_count++];
     sl->b = b;
-    sl->group = 1 + i % b->s.groups;
-    uint32_t leader = leader_of(b, sl->group);
-    sl->leader_guess = leader == UINT32_MAX ? 0 : leader;
+    sl->group = group;
+    sl->leader_guess = leader == UINT32_MAX ? (b->self < 0 ? 0 : (uint32_t)b->self) : leader;
     sl->key_length = (uint32_t)snprintf(sl->key, sizeof(sl->key), "key-%u", i);
   }
   return 0;
@@ -454,7 +507,7 @@ typedef struct phase_result {
 static void sum_stats(bench *b, fl_shard_stats *out) {
   memset(out, 0, sizeof(*out));
   for (uint32_t n = 0; n < b->s.nodes; n++) {
-    for (uint32_t i = 0; i < fl_engine_shard_count(b->engines[n]); i++) {
+    for (uint32_t i = 0; b->engines[n] != NULL && i < fl_engine_shard_count(b->engines[n]); i++) {
       fl_shard_stats s;
       if (fl_shard_stats_get(b->engines[n], i, &s) != 0) {
         continue;
@@ -483,8 +536,14 @@ static void difference(fl_shard_stats *after, const fl_shard_stats *before) {
   after->entries_sent -= before->entries_sent;
 }
 
+static void report_progress(bench *b, uint64_t completed);
+
 static void progress(bench *b, const char *phase, double elapsed, uint64_t done_last,
                      uint64_t done_now) {
+  if (b->self >= 0) {
+    report_progress(b, done_now - done_last);
+    return;
+  }
   double rate = (double)(done_now - done_last);
   if (b->samples < MAX_SAMPLES_SECONDS) {
     b->per_second[b->samples++] = rate;
@@ -684,9 +743,10 @@ static void print_table(bench *b, const phase_result *peak, const phase_result *
   double writes = (double)peak->completed / peak->seconds;
   double mb = writes * (b->s.payload + 8) / 1e6;
   histogram *h = &b->closed_latency;
-  printf("\nflotilla-bench: %u nodes in one process, %u groups, %u shard(s) per node, "
+  printf("\nflotilla-bench: %u nodes %s, %u groups, %u shard(s) per node, "
          "%u-byte values, fsync on, %u commands in flight per group\n",
-         b->s.nodes, b->s.groups, b->s.shards, b->s.payload, b->s.concurrency);
+         b->s.nodes, b->s.processes ? "each in its own process" : "in one process", b->s.groups,
+         b->s.shards, b->s.payload, b->s.concurrency);
   printf("\n  peak (closed loop, %.1f s)\n", peak->seconds);
   printf("    committed writes/s          %12.0f    target %9.0f   ratio %5.2f  %s\n", writes,
          TARGET_WRITES_PER_SECOND, writes / TARGET_WRITES_PER_SECOND,
@@ -723,7 +783,8 @@ static void print_table(bench *b, const phase_result *peak, const phase_result *
 
 static void print_json(bench *b, const phase_result *peak, const phase_result *half) {
   histogram *h = &b->closed_latency;
-  printf("{\"nodes\": %u, \"groups\": %u, \"shards\": %u, \"payload\": %u, \"concurrency\": %u, "
+  printf("{\"processes\": %s, ", b->s.processes ? "true" : "false");
+  printf("\"nodes\": %u, \"groups\": %u, \"shards\": %u, \"payload\": %u, \"concurrency\": %u, "
          "\"seconds\": %.2f, \"writes_per_second\": %.0f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, "
          "\"p99_ms\": %.3f, \"p999_ms\": %.3f, \"max_ms\": %.3f, \"fsyncs_per_second\": %.0f, "
          "\"entries_per_wal_write\": %.2f, \"messages_per_frame\": %.2f, "
@@ -743,43 +804,366 @@ static void print_json(bench *b, const phase_result *peak, const phase_result *h
   printf("}\n");
 }
 
+/* The latency distribution of the closed loop: for every non-empty bucket,
+ * its latency and the fraction of commands at or below it. */
+static bool write_distribution(bench *b, const char *path) {
+  FILE *f = fopen(path, "w");
+  if (f == NULL) {
+    return false;
+  }
+  histogram *h = &b->closed_latency;
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < HISTOGRAM_BUCKETS; i++) {
+    total += atomic_load(&h->counts[i]);
+  }
+  uint64_t seen = 0;
+  for (uint32_t i = 0; i < HISTOGRAM_BUCKETS && total > 0; i++) {
+    uint64_t count = atomic_load(&h->counts[i]);
+    if (count > 0) {
+      seen += count;
+      fprintf(f, "%.3f %.6f\n", value_of(i) / 1000.0, (double)seen / (double)total);
+    }
+  }
+  fclose(f);
+  return true;
+}
+
 static void plot(bench *b) {
   char data[512];
+  char latency[512];
   snprintf(data, sizeof(data), "%s.dat", b->s.plot);
+  snprintf(latency, sizeof(latency), "%s.latency.dat", b->s.plot);
   FILE *f = fopen(data, "w");
-  if (f == NULL) {
+  if (f == NULL || !write_distribution(b, latency)) {
+    if (f != NULL) {
+      fclose(f);
+    }
+    fprintf(stderr, "flotilla-bench: cannot write the plot's data next to %s\n", b->s.plot);
     return;
   }
   for (uint32_t i = 0; i < b->samples; i++) {
     fprintf(f, "%u %.0f\n", i + 1, b->per_second[i]);
   }
   fclose(f);
-  char command[2048];
+  char command[4096];
   snprintf(command, sizeof(command),
-           "gnuplot -e \"set terminal png size 900,500; set output '%s'; "
+           "gnuplot -e \"set terminal png size 1200,500; set output '%s'; "
+           "set multiplot layout 1,2; "
            "set xlabel 'second'; set ylabel 'operations/s'; "
-           "plot '%s' using 1:2 with lines title 'committed operations/s'\" 2>/dev/null",
-           b->s.plot, data);
+           "plot '%s' using 1:2 with linespoints title 'committed operations/s'; "
+           "set logscale x; set xlabel 'latency (ms)'; set ylabel 'fraction of commands'; "
+           "plot '%s' using 1:2 with steps title 'latency distribution (peak)'; "
+           "unset multiplot\" 2>/dev/null",
+           b->s.plot, data, latency);
   if (system(command) != 0) {
-    fprintf(stderr, "flotilla-bench: gnuplot is not installed or failed; data in %s\n", data);
+    fprintf(stderr, "flotilla-bench: gnuplot is not installed or failed; data in %s and %s\n", data,
+            latency);
   }
+}
+
+/* ---- --processes: every node in its own process ----
+ *
+ * The parent picks the ports and the directory, then forks one child per
+ * node. Each child opens its engine, creates the groups, waits until each
+ * has a leader, and reports how many commands it will keep in flight (the
+ * groups its node leads times the concurrency). The parent then orders
+ * each phase; every child runs it on its own groups, reports each second's
+ * count and at the end its counters and latency histogram, which the parent
+ * adds up into the same table as the one-process run.
+ */
+
+enum { ORDER_CLOSED = 1, ORDER_HALF = 2, ORDER_EXIT = 3 };
+enum { REPORT_READY = 1, REPORT_PROGRESS = 2, REPORT_RESULT = 3, REPORT_FAILED = 4 };
+
+typedef struct order {
+  uint32_t kind;
+  double rate; /* ORDER_HALF: this child's share of the open-loop rate */
+} order;
+
+typedef struct report {
+  uint32_t kind;
+  uint32_t slots;     /* READY */
+  uint64_t completed; /* PROGRESS: in that second */
+  phase_result result;
+  uint64_t counts[HISTOGRAM_BUCKETS];
+  uint64_t max_us;
+} report;
+
+static bool write_all(int fd, const void *data, size_t length) {
+  const char *p = data;
+  while (length > 0) {
+    ssize_t n = write(fd, p, length);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return false;
+    }
+    p += n;
+    length -= (size_t)n;
+  }
+  return true;
+}
+
+static bool read_all(int fd, void *data, size_t length) {
+  char *p = data;
+  while (length > 0) {
+    ssize_t n = read(fd, p, length);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return false;
+    }
+    p += n;
+    length -= (size_t)n;
+  }
+  return true;
+}
+
+static void send_report(bench *b, report *r) {
+  if (!write_all(b->report_fd, r, sizeof(*r))) {
+    _exit(3); /* the parent is gone: nothing left to measure for */
+  }
+}
+
+static void report_progress(bench *b, uint64_t completed) {
+  static report r;
+  r = (report){.kind = REPORT_PROGRESS, .completed = completed};
+  send_report(b, &r);
+}
+
+static void report_result(bench *b, const phase_result *result, histogram *h) {
+  static report r;
+  r = (report){.kind = REPORT_RESULT, .result = *result};
+  for (uint32_t i = 0; i < HISTOGRAM_BUCKETS; i++) {
+    r.counts[i] = atomic_load(&h->counts[i]);
+  }
+  r.max_us = atomic_load(&h->max_us);
+  send_report(b, &r);
+}
+
+/* A child: its node, its groups, the phases the parent orders. */
+static int run_child(bench *b) {
+  static report r;
+  int rc = start_engines(b);
+  rc = rc == 0 ? create_groups(b) : rc;
+  rc = rc == 0 ? make_slots(b) : rc;
+  r = (report){.kind = rc == 0 ? REPORT_READY : REPORT_FAILED, .slots = b->slot_count};
+  send_report(b, &r);
+  order o;
+  while (rc == 0 && read_all(b->control_fd, &o, sizeof(o)) && o.kind != ORDER_EXIT) {
+    phase_result result = {0};
+    if (o.kind == ORDER_CLOSED) {
+      run_closed_loop(b, &result);
+      report_result(b, &result, &b->closed_latency);
+    } else {
+      if (o.rate > 0 && b->slot_count > 0) {
+        run_half_load(b, o.rate, &result);
+      }
+      report_result(b, &result, &b->half_latency);
+    }
+  }
+  stop_engines(b);
+  free(b->slots);
+  free(b->value);
+  return rc;
+}
+
+typedef struct children {
+  pid_t pid[MAX_NODES];
+  int control[MAX_NODES]; /* write ends */
+  int reports[MAX_NODES]; /* read ends */
+  uint32_t slots[MAX_NODES];
+} children;
+
+static int fork_children(bench *b, children *c) {
+  fflush(NULL);
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    int control[2];
+    int reports[2];
+    if (pipe(control) != 0 || pipe(reports) != 0) {
+      return FL_E_IO;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+      return FL_E_IO;
+    }
+    if (pid == 0) {
+      close(control[1]);
+      close(reports[0]);
+      for (uint32_t j = 0; j < i; j++) { /* the pipes of earlier children */
+        close(c->control[j]);
+        close(c->reports[j]);
+      }
+      b->self = (int32_t)i;
+      b->control_fd = control[0];
+      b->report_fd = reports[1];
+      _exit(run_child(b) == 0 ? 0 : 1);
+    }
+    close(control[0]);
+    close(reports[1]);
+    c->pid[i] = pid;
+    c->control[i] = control[1];
+    c->reports[i] = reports[0];
+  }
+  return 0;
+}
+
+static bool read_report(children *c, uint32_t i, report *r) {
+  return read_all(c->reports[i], r, sizeof(*r));
+}
+
+static void add_result(phase_result *sum, histogram *h, const report *r) {
+  sum->seconds = fmax(sum->seconds, r->result.seconds);
+  sum->completed += r->result.completed;
+  sum->errors += r->result.errors;
+  sum->cpu_seconds += r->result.cpu_seconds;
+  const fl_shard_stats *s = &r->result.stats;
+  sum->stats.wal_batches += s->wal_batches;
+  sum->stats.wal_bytes += s->wal_bytes;
+  sum->stats.wal_syncs += s->wal_syncs;
+  sum->stats.wal_entries += s->wal_entries;
+  sum->stats.frames_sent += s->frames_sent;
+  sum->stats.messages_sent += s->messages_sent;
+  sum->stats.entries_sent += s->entries_sent;
+  for (uint32_t i = 0; i < HISTOGRAM_BUCKETS; i++) {
+    atomic_fetch_add(&h->counts[i], r->counts[i]);
+  }
+  if (r->max_us > atomic_load(&h->max_us)) {
+    atomic_store(&h->max_us, r->max_us);
+  }
+}
+
+/* Orders one phase and gathers it: progress each second, then results. */
+static int run_phase(bench *b, children *c, const order *orders, double seconds, phase_result *sum,
+                     histogram *h) {
+  static report r;
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    if (!write_all(c->control[i], &orders[i], sizeof(order))) {
+      return FL_E_IO;
+    }
+  }
+  uint32_t reported_seconds = orders[0].kind == ORDER_CLOSED ? (uint32_t)ceil(seconds) : 0;
+  for (uint32_t second = 1; second <= reported_seconds; second++) {
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < b->s.nodes; i++) {
+      if (!read_report(c, i, &r) || r.kind != REPORT_PROGRESS) {
+        return FL_E_IO;
+      }
+      total += r.completed;
+    }
+    if (b->samples < MAX_SAMPLES_SECONDS) {
+      b->per_second[b->samples++] = (double)total;
+    }
+    if (!b->s.json) {
+      fprintf(stderr, "  %-10s %5u s  %12llu ops/s\n", "peak", second, (unsigned long long)total);
+    }
+  }
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    if (!read_report(c, i, &r) || r.kind != REPORT_RESULT) {
+      return FL_E_IO;
+    }
+    add_result(sum, h, &r);
+  }
+  return 0;
+}
+
+static int wait_children(bench *b, children *c) {
+  int failed = 0;
+  order o = {.kind = ORDER_EXIT};
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    if (c->pid[i] <= 0) {
+      continue;
+    }
+    if (!write_all(c->control[i], &o, sizeof(o))) {
+      kill(c->pid[i], SIGKILL); /* it is gone or stuck: do not wait forever */
+    }
+    close(c->control[i]);
+    int status = 0;
+    if (waitpid(c->pid[i], &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      fprintf(stderr, "flotilla-bench: node %u's process failed\n", i + 1);
+      failed = 1;
+    }
+    close(c->reports[i]);
+  }
+  return failed;
+}
+
+static int run_processes(bench *b) {
+  static report r;
+  children c = {0};
+  int rc = fork_children(b, &c);
+  uint32_t total_slots = 0;
+  for (uint32_t i = 0; rc == 0 && i < b->s.nodes; i++) {
+    if (!read_report(&c, i, &r) || r.kind != REPORT_READY) {
+      fprintf(stderr, "flotilla-bench: node %u did not start\n", i + 1);
+      rc = FL_E_IO;
+      break;
+    }
+    c.slots[i] = r.slots;
+    total_slots += r.slots;
+  }
+  phase_result peak = {0};
+  phase_result half = {0};
+  order orders[MAX_NODES];
+  for (uint32_t i = 0; i < b->s.nodes; i++) {
+    orders[i] = (order){.kind = ORDER_CLOSED};
+  }
+  if (rc == 0) {
+    rc = run_phase(b, &c, orders, b->s.seconds, &peak, &b->closed_latency);
+  }
+  double half_rate =
+      b->s.half_load_rate > 0 ? b->s.half_load_rate : (double)peak.completed / peak.seconds / 2;
+  bool with_half = rc == 0 && b->s.half_load_seconds > 0 && half_rate > 0 && total_slots > 0;
+  for (uint32_t i = 0; with_half && i < b->s.nodes; i++) {
+    orders[i] = (order){.kind = ORDER_HALF, .rate = half_rate * c.slots[i] / total_slots};
+  }
+  if (with_half) {
+    rc = run_phase(b, &c, orders, b->s.half_load_seconds, &half, &b->half_latency);
+  }
+  int failed = wait_children(b, &c);
+  if (rc == 0 && failed == 0) {
+    if (b->s.json) {
+      print_json(b, &peak, with_half ? &half : NULL);
+    } else {
+      print_table(b, &peak, with_half ? &half : NULL, half_rate);
+    }
+    if (b->s.plot != NULL) {
+      plot(b);
+    }
+  }
+  return rc == 0 ? failed : 1;
 }
 
 int main(int argc, char **argv) {
   static bench b;
+  b.self = -1;
   if (parse_settings(argc, argv, &b.s) != 0) {
     return 2;
   }
-  int rc = start_engines(&b);
+  if (b.s.processes && b.s.idle_groups > 0) {
+    fprintf(stderr, "flotilla-bench: --idle-groups measures nodes in one process\n");
+    return 2;
+  }
+  int rc = prepare_cluster(&b);
+  if (rc == 0 && b.s.processes) {
+    rc = run_processes(&b);
+    remove_directory(&b);
+    return rc == 0 ? 0 : 1;
+  }
+  rc = rc == 0 ? start_engines(&b) : rc;
   if (rc == 0 && b.s.idle_groups > 0) {
     rc = run_idle_groups(&b);
     stop_engines(&b);
+    remove_directory(&b);
     return rc == 0 ? 0 : 1;
   }
   rc = rc == 0 ? create_groups(&b) : rc;
   rc = rc == 0 ? make_slots(&b) : rc;
   if (rc != 0) {
     stop_engines(&b);
+    remove_directory(&b);
     return 1;
   }
   phase_result peak = {0};
@@ -800,6 +1184,7 @@ int main(int argc, char **argv) {
     plot(&b);
   }
   stop_engines(&b);
+  remove_directory(&b);
   free(b.slots);
   free(b.value);
   return 0;
