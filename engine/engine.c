@@ -7,6 +7,9 @@
 #include "engine/engine_internal.h"
 #include "engine/engine_testing.h"
 
+#include "common/limits.h"
+
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,8 +197,8 @@ static request *new_request(request_type type, uint64_t group, const void *data,
   q->type = type;
   q->group = group;
   q->length = length;
-  if (length > 0) {
-    memcpy(q->data, data, length);
+  if (data != NULL && length > 0) {
+    memcpy(q->data, data, length); /* NULL: the caller writes the bytes */
   }
   return q;
 }
@@ -335,58 +338,213 @@ int fl_shard_stats_get(fl_engine *engine, uint32_t shard_index, fl_shard_stats *
 
 /* ---- the built-in KV store ------------------------------------------- */
 
-static int propose_encoded(fl_engine *engine, uint64_t group, const uint8_t *command, size_t length,
-                           fl_propose_callback callback, void *context) {
-  return fl_propose(engine, group, command, (uint32_t)length, callback, context);
+FL_STATIC_ASSERT(FL_KV_MAX_BATCH_KEYS == KV_MAX_COMMAND_KEYS,
+                 "a batch of the API is one command of the store");
+FL_STATIC_ASSERT(FL_KV_MAX_KEY_BYTES == KV_MAX_KEY_BYTES &&
+                     FL_KV_MAX_VALUE_BYTES == KV_MAX_VALUE_BYTES,
+                 "the API's limits are the store's");
+FL_STATIC_ASSERT((int)FL_KV_SET_NX == (int)KV_SET_NX && (int)FL_KV_SET_XX == (int)KV_SET_XX &&
+                     (int)FL_KV_SET_GET == (int)KV_SET_GET &&
+                     (int)FL_KV_SET_KEEPTTL == (int)KV_SET_KEEPTTL,
+                 "SET flags go into the command unchanged");
+
+/* A KV command on its way to the shard: encoded straight into the
+ * request's bytes, so a command is allocated and copied once. */
+typedef struct kv_proposal {
+  fl_engine *engine;
+  uint64_t group;
+  size_t length; /* of the command, as measured */
+  request *request;
+} kv_proposal;
+
+/* Takes the encoder's measuring call (capacity 0: KV_E_NO_SPACE and the
+ * size) and allocates the request the command will be written into. */
+static int kv_proposal_begin(kv_proposal *p, int measured, fl_propose_callback callback,
+                             void *context) {
+  p->request = NULL;
+  if (callback == NULL) {
+    return FL_E_INVALID;
+  }
+  if (measured != KV_E_NO_SPACE) {
+    return FL_E_INVALID; /* a rule of the format: flags, a count */
+  }
+  if (p->length > p->engine->options.max_command_bytes) {
+    return FL_E_TOO_LARGE;
+  }
+  p->request = new_request(REQUEST_PROPOSE, p->group, NULL, (uint32_t)p->length);
+  if (p->request == NULL) {
+    return FL_E_NOMEM;
+  }
+  p->request->propose_callback = callback;
+  p->request->context = context;
+  return 0;
+}
+
+/* Takes the encoder's writing call; the size was measured, so it fits. */
+static int kv_proposal_submit(kv_proposal *p, int encoded) {
+  assert(encoded == 0);
+  (void)encoded;
+  return submit_async(p->engine, owner_of(p->engine, p->group), p->request);
+}
+
+static bool kv_lengths_fit(uint32_t key_length, uint32_t value_length) {
+  return key_length <= KV_MAX_KEY_BYTES && value_length <= KV_MAX_VALUE_BYTES;
+}
+
+static bool bytes_valid(const void *data, uint32_t length) {
+  return data != NULL || length == 0;
+}
+
+int fl_kv_set(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+              const void *value, uint32_t value_length, uint32_t flags, uint64_t expire_at_ms,
+              fl_propose_callback callback, void *context) {
+  if (!bytes_valid(key, key_length) || !bytes_valid(value, value_length)) {
+    return FL_E_INVALID;
+  }
+  if (!kv_lengths_fit(key_length, value_length)) {
+    return FL_E_TOO_LARGE;
+  }
+  kv_set_command set = {.key = key,
+                        .key_length = key_length,
+                        .value = value,
+                        .value_length = value_length,
+                        .flags = flags,
+                        .expire_at_ms = expire_at_ms,
+                        .now_ms = machine_wall_clock_ms()};
+  kv_proposal p = {.engine = engine, .group = group};
+  int measured = kv_command_encode_set(&set, NULL, 0, &p.length);
+  int rc = kv_proposal_begin(&p, measured, callback, context);
+  if (rc != 0) {
+    return rc;
+  }
+  return kv_proposal_submit(&p, kv_command_encode_set(&set, p.request->data, p.length, &p.length));
 }
 
 int fl_kv_put(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
               const void *value, uint32_t value_length, fl_propose_callback callback,
               void *context) {
-  kv_set_command set = {.key = key,
-                        .key_length = key_length,
-                        .value = value,
-                        .value_length = value_length,
-                        .now_ms = machine_wall_clock_ms()};
-  size_t length = 0;
-  if (kv_command_encode_set(&set, NULL, 0, &length) != KV_E_NO_SPACE) {
-    return FL_E_INVALID;
-  }
-  uint8_t small[256];
-  uint8_t *buffer = length <= sizeof(small) ? small : malloc(length);
-  if (buffer == NULL) {
-    return FL_E_NOMEM;
-  }
-  int rc = kv_command_encode_set(&set, buffer, length, &length) == 0
-               ? propose_encoded(engine, group, buffer, length, callback, context)
-               : FL_E_INVALID;
-  if (buffer != small) {
-    free(buffer);
-  }
-  return rc;
+  return fl_kv_set(engine, group, key, key_length, value, value_length, 0, 0, callback, context);
 }
 
 int fl_kv_delete(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
                  fl_propose_callback callback, void *context) {
-  kv_bytes keys = {.data = key, .length = key_length};
-  uint8_t buffer[KV_MAX_KEY_BYTES + 32];
-  size_t length = 0;
-  if (kv_command_encode_del(machine_wall_clock_ms(), &keys, 1, buffer, sizeof(buffer), &length) !=
-      0) {
-    return FL_E_INVALID;
-  }
-  return propose_encoded(engine, group, buffer, length, callback, context);
+  fl_bytes keys = {.data = key, .length = key_length};
+  return fl_kv_delete_many(engine, group, &keys, 1, callback, context);
 }
 
 int fl_kv_incr(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
                int64_t delta, fl_propose_callback callback, void *context) {
-  uint8_t buffer[KV_MAX_KEY_BYTES + 32];
-  size_t length = 0;
-  if (kv_command_encode_incrby(machine_wall_clock_ms(), key, key_length, delta, buffer,
-                               sizeof(buffer), &length) != 0) {
+  if (!bytes_valid(key, key_length)) {
     return FL_E_INVALID;
   }
-  return propose_encoded(engine, group, buffer, length, callback, context);
+  if (!kv_lengths_fit(key_length, 0)) {
+    return FL_E_TOO_LARGE;
+  }
+  const uint64_t now_ms = machine_wall_clock_ms();
+  kv_proposal p = {.engine = engine, .group = group};
+  int measured = kv_command_encode_incrby(now_ms, key, key_length, delta, NULL, 0, &p.length);
+  int rc = kv_proposal_begin(&p, measured, callback, context);
+  if (rc != 0) {
+    return rc;
+  }
+  return kv_proposal_submit(&p, kv_command_encode_incrby(now_ms, key, key_length, delta,
+                                                         p.request->data, p.length, &p.length));
+}
+
+int fl_kv_append(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+                 const void *value, uint32_t value_length, fl_propose_callback callback,
+                 void *context) {
+  if (!bytes_valid(key, key_length) || !bytes_valid(value, value_length)) {
+    return FL_E_INVALID;
+  }
+  if (!kv_lengths_fit(key_length, value_length)) {
+    return FL_E_TOO_LARGE;
+  }
+  const uint64_t now_ms = machine_wall_clock_ms();
+  kv_proposal p = {.engine = engine, .group = group};
+  int measured =
+      kv_command_encode_append(now_ms, key, key_length, value, value_length, NULL, 0, &p.length);
+  int rc = kv_proposal_begin(&p, measured, callback, context);
+  if (rc != 0) {
+    return rc;
+  }
+  return kv_proposal_submit(&p,
+                            kv_command_encode_append(now_ms, key, key_length, value, value_length,
+                                                     p.request->data, p.length, &p.length));
+}
+
+/* The API's (pointer, 32-bit length) pairs as the store's byte strings;
+ * NULL with *error set when one is invalid or too long. */
+static kv_bytes *kv_bytes_from(const fl_bytes *list, uint32_t count, bool values, int *error) {
+  kv_bytes *out = malloc(count * sizeof(*out));
+  if (out == NULL) {
+    *error = FL_E_NOMEM;
+    return NULL;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    if (!bytes_valid(list[i].data, list[i].length)) {
+      *error = FL_E_INVALID;
+    } else if (!kv_lengths_fit(values ? 0 : list[i].length, values ? list[i].length : 0)) {
+      *error = FL_E_TOO_LARGE;
+    } else {
+      out[i] = (kv_bytes){.data = list[i].data, .length = list[i].length};
+      continue;
+    }
+    free(out);
+    return NULL;
+  }
+  return out;
+}
+
+static bool batch_valid(const fl_bytes *list, uint32_t count) {
+  return list != NULL && count > 0 && count <= FL_KV_MAX_BATCH_KEYS;
+}
+
+int fl_kv_delete_many(fl_engine *engine, uint64_t group, const fl_bytes *keys, uint32_t count,
+                      fl_propose_callback callback, void *context) {
+  if (!batch_valid(keys, count)) {
+    return FL_E_INVALID;
+  }
+  int rc = 0;
+  kv_bytes *list = kv_bytes_from(keys, count, false, &rc);
+  if (list == NULL) {
+    return rc;
+  }
+  const uint64_t now_ms = machine_wall_clock_ms();
+  kv_proposal p = {.engine = engine, .group = group};
+  int measured = kv_command_encode_del(now_ms, list, count, NULL, 0, &p.length);
+  rc = kv_proposal_begin(&p, measured, callback, context);
+  if (rc == 0) {
+    rc = kv_proposal_submit(
+        &p, kv_command_encode_del(now_ms, list, count, p.request->data, p.length, &p.length));
+  }
+  free(list);
+  return rc;
+}
+
+int fl_kv_set_many(fl_engine *engine, uint64_t group, const fl_bytes *keys, const fl_bytes *values,
+                   uint32_t count, fl_propose_callback callback, void *context) {
+  if (!batch_valid(keys, count) || !batch_valid(values, count)) {
+    return FL_E_INVALID;
+  }
+  int rc = 0;
+  kv_bytes *key_list = kv_bytes_from(keys, count, false, &rc);
+  kv_bytes *value_list = key_list != NULL ? kv_bytes_from(values, count, true, &rc) : NULL;
+  if (value_list == NULL) {
+    free(key_list);
+    return rc;
+  }
+  const uint64_t now_ms = machine_wall_clock_ms();
+  kv_proposal p = {.engine = engine, .group = group};
+  int measured = kv_command_encode_mset(now_ms, key_list, value_list, count, NULL, 0, &p.length);
+  rc = kv_proposal_begin(&p, measured, callback, context);
+  if (rc == 0) {
+    rc = kv_proposal_submit(&p, kv_command_encode_mset(now_ms, key_list, value_list, count,
+                                                       p.request->data, p.length, &p.length));
+  }
+  free(key_list);
+  free(value_list);
+  return rc;
 }
 
 int fl_kv_get(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,

@@ -5,6 +5,7 @@
  *   shard.c     one shard thread: its io_uring loop, requests, ticks
  *   replica.c   one group's replica on a shard: the Raft driver
  *   machine.c   the state machine behind a replica (built-in KV or user)
+ *   expiry.c    the leader's EXPIRE_SWEEP proposals, timed by a heap
  *   network.c   Raft messages to and from the transport, batched per peer
  *   arena.c     per-iteration memory for entry bytes handed to Raft
  *
@@ -152,9 +153,18 @@ struct replica {
   after_write *after_write_tail;
   replica *next_ready;
   bool ready;
-  bool removed;
+  bool removed;              /* closing: what it triggers must not list it anywhere */
+  bool leader_reported;      /* on_leader was told of it at least once (shard.c) */
+  bool leader_report_listed; /* on the shard's leader report list */
+  bool sweep_in_flight;      /* an EXPIRE_SWEEP of it is proposed (expiry.c) */
   fl_raft_role role;
+  uint32_t expiry_slot;   /* in the shard's expiry heap, or UINT32_MAX */
+  uint64_t expiry_due_ms; /* the heap's key: the store's next expiry (wall clock) */
   uint64_t leader;
+  uint64_t term;
+  uint64_t reported_leader; /* what on_leader was last told */
+  uint64_t reported_term;
+  replica *next_leader_report;
 };
 
 /* ---- the group table: open addressing by group id -------------------- */
@@ -247,6 +257,10 @@ struct shard {
   fl_completion tick;
   struct __kernel_timespec tick_interval;
   fl_shard_stats stats;
+  replica *leader_reports; /* replicas whose leader changed this iteration */
+  replica **expiring;      /* min-heap by expiry_due_ms (expiry.c) */
+  uint32_t expiring_count;
+  uint32_t expiring_capacity;
   /* recovery scratch */
   fl_raft_term_run *term_runs;
   uint32_t term_run_count;
@@ -267,6 +281,9 @@ void shard_wake(shard *s, replica *r);
 /* Every quiet replica led by node wakes (the node looks dead). */
 void shard_wake_led_by(shard *s, uint64_t node);
 uint32_t shard_of_group(const fl_engine *engine, uint64_t group);
+/* The replica's known leader or term may have changed (or it is new):
+ * fl_options.on_leader hears of it at the end of the iteration. */
+void shard_note_leader(shard *s, replica *r);
 void shard_log(shard *s, int level, const char *format, ...) __attribute__((format(printf, 3, 4)));
 
 /* Stops the shard for good after a fatal error (disk, memory): every
@@ -301,6 +318,17 @@ void replica_persisted(replica *r, uint64_t write_id);
 /* Called once per tick of an active replica: true when it may stop being
  * ticked (see quiescence in shard.c). */
 bool replica_may_quiesce(replica *r);
+
+/* expiry.c */
+/* A replica LEADS a KV store whose next expiry (wall clock) is known and
+ * no sweep of it is in flight: the shard keeps it in a heap by that time.
+ * Call after anything that may change it (apply, role, a sweep's end);
+ * O(log groups). A removed replica leaves the heap. */
+void expiry_update(shard *s, replica *r);
+/* On a tick: proposes EXPIRE_SWEEP for the groups whose time has come, a
+ * bounded number per tick; O(1) when none is due. */
+void expiry_tick(shard *s);
+void expiry_release(shard *s);
 
 /* machine.c */
 int machine_create(shard *s, uint64_t group, void **machine);

@@ -446,3 +446,34 @@ int kv_expire_step(kv_store *kv, uint64_t now_ms, uint32_t max_keys, uint32_t *r
   kv_store_begin_change(kv);
   return kv_store_expire(kv, now_ms, max_keys, removed);
 }
+
+/* ---- Changes of several keys ---------------------------------------------- */
+
+static void pin_tree(const kv_tree *tree, kv_tree *pinned) {
+  *pinned = *tree;
+  if (pinned->root != NULL) {
+    kv_node_retain(pinned->root);
+  }
+}
+
+void kv_store_pin(kv_store *kv, kv_version *version) {
+  pin_tree(&kv->main, &version->main);
+  pin_tree(&kv->expiry, &version->expiry);
+  version->payload_bytes = kv->payload_bytes;
+}
+
+void kv_store_unpin(kv_store *kv, kv_version *version) {
+  kv_tree_release(&kv->heap, &version->main);
+  kv_tree_release(&kv->heap, &version->expiry);
+}
+
+void kv_store_roll_back(kv_store *kv, kv_version *version) {
+  /* Releasing the changed trees frees only the nodes and items the change
+   * made: everything else is still held by the pinned roots, whose extra
+   * reference becomes the live trees' own. */
+  kv_tree_release(&kv->heap, &kv->main);
+  kv_tree_release(&kv->heap, &kv->expiry);
+  kv->main = version->main;
+  kv->expiry = version->expiry;
+  kv->payload_bytes = version->payload_bytes;
+}

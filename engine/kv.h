@@ -60,6 +60,8 @@
  *   3 INCRBY        now_ms:varint delta:zigzag key:bytes
  *   4 APPEND        now_ms:varint key:bytes value:bytes
  *   5 EXPIRE_SWEEP  now_ms:varint max_keys:varint (1..KV_MAX_SWEEP_KEYS)
+ *   6 MSET          now_ms:varint count:varint (1..KV_MAX_COMMAND_KEYS)
+ *                   then count pairs (key:bytes value:bytes)
  *
  * Keys are 0..KV_MAX_KEY_BYTES bytes, values 0..KV_MAX_VALUE_BYTES.
  * Reads (GET, EXISTS, MGET, scans) never go through commands: they call
@@ -71,7 +73,10 @@
  * value for GET); INCRBY and APPEND keep a present key's expiry and create
  * an absent (or expired) one without; INCRBY accepts only the canonical
  * base-10 text of an int64 (no '+', spaces or leading zeros); DEL removes
- * expired keys too but counts only live ones. One deliberate difference:
+ * expired keys too but counts only live ones; MSET sets every pair as a
+ * SET without options would (old expiries dropped; a key given twice ends
+ * with its last value) and changes all of them or none. One deliberate
+ * difference:
  * a key is expired from expire_at_ms on (Redis keeps it through that very
  * millisecond on reads but not on SET); here every path uses one rule.
  *
@@ -82,7 +87,10 @@
  * case of each tree operation it makes (path copies, splits, siblings) -
  * and only then touches the trees. So a single-key change either happens
  * whole or returns KV_E_NOMEM having changed nothing, and the trees are
- * never left half-split.
+ * never left half-split. An MSET of several keys cannot reserve for all of
+ * them at once (the reserve is sized for one change), so it keeps the
+ * version it started from pinned, as a snapshot would, and on KV_E_NOMEM
+ * puts that version back: all or nothing too.
  *
  * Costs on the shard thread: point operations O(log n); kv_snapshot_begin
  * O(1); a write under a snapshot copies its path once; kv_snapshot_end
@@ -147,8 +155,8 @@ extern "C" {
  * record before its bytes arrive. */
 #define KV_MAX_VALUE_BYTES (2u * 1024u * 1024u)
 
-/* Keys in one DEL command: bounds the work of applying one entry, so one
- * entry cannot stall the shard. The front end splits larger DELs. */
+/* Keys in one DEL or MSET command: bounds the work of applying one entry,
+ * so one entry cannot stall the shard. The front end splits larger ones. */
 #define KV_MAX_COMMAND_KEYS 1024u
 
 /* Entries one EXPIRE_SWEEP removes at most, for the same reason. */
@@ -277,6 +285,7 @@ enum kv_command_kind {
   KV_COMMAND_INCRBY = 3,
   KV_COMMAND_APPEND = 4,
   KV_COMMAND_EXPIRE_SWEEP = 5,
+  KV_COMMAND_MSET = 6,
 };
 
 enum kv_set_flags {
@@ -313,6 +322,9 @@ int kv_command_encode_append(uint64_t now_ms, const uint8_t *key, size_t key_len
                              size_t capacity, size_t *length);
 int kv_command_encode_expire_sweep(uint64_t now_ms, uint32_t max_keys, uint8_t *buffer,
                                    size_t capacity, size_t *length);
+/* keys[i] gets values[i], for i < count (1..KV_MAX_COMMAND_KEYS). */
+int kv_command_encode_mset(uint64_t now_ms, const kv_bytes *keys, const kv_bytes *values,
+                           size_t count, uint8_t *buffer, size_t capacity, size_t *length);
 
 typedef enum kv_status {
   KV_STATUS_OK = 0,          /* applied */
@@ -326,7 +338,8 @@ typedef struct kv_result {
   int error;            /* 0 or a kv_error when status is KV_STATUS_ERROR */
   const char *message;  /* kv_strerror(error) for errors, else NULL */
   int64_t integer;      /* DEL: keys removed; INCRBY: new value; APPEND: new
-                           length; EXPIRE_SWEEP: entries removed; SET: 0 */
+                           length; EXPIRE_SWEEP: entries removed; MSET: keys
+                           written; SET: 0 */
   bool has_value;       /* SET with GET and an old value present */
   const uint8_t *value; /* borrowed until the next mutating call */
   size_t value_length;
@@ -336,7 +349,7 @@ typedef struct kv_result {
  * Applies one committed command and returns result->error. The outcome
  * depends only on the store and the command bytes, so every replica
  * reaches the same state and the same result - except KV_E_NOMEM: then a
- * single-key command changed nothing, a DEL or EXPIRE_SWEEP may have
+ * single-key command or an MSET changed nothing, a DEL or EXPIRE_SWEEP may have
  * removed some of its keys, and the store is consistent but this replica
  * can no longer follow the log (it must stop, as on a disk error).
  * Malformed bytes (any truncation, a length above a bound, trailing bytes,

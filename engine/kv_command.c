@@ -230,6 +230,30 @@ int kv_command_encode_expire_sweep(uint64_t now_ms, uint32_t max_keys, uint8_t *
   ENCODE(buffer, capacity, length, write_expire_sweep(&w, now_ms, max_keys));
 }
 
+static void write_mset(writer *w, uint64_t now_ms, const kv_bytes *keys, const kv_bytes *values,
+                       size_t count) {
+  put_u8(w, KV_COMMAND_MSET);
+  put_varint(w, now_ms);
+  put_varint(w, count);
+  for (size_t i = 0; i < count; i++) {
+    put_bytes(w, keys[i].data, keys[i].length);
+    put_bytes(w, values[i].data, values[i].length);
+  }
+}
+
+int kv_command_encode_mset(uint64_t now_ms, const kv_bytes *keys, const kv_bytes *values,
+                           size_t count, uint8_t *buffer, size_t capacity, size_t *length) {
+  if (count == 0 || count > KV_MAX_COMMAND_KEYS) {
+    return KV_E_INVALID;
+  }
+  for (size_t i = 0; i < count; i++) {
+    if (keys[i].length > KV_MAX_KEY_BYTES || values[i].length > KV_MAX_VALUE_BYTES) {
+      return KV_E_INVALID;
+    }
+  }
+  ENCODE(buffer, capacity, length, write_mset(&w, now_ms, keys, values, count));
+}
+
 /* ---- Decoding ------------------------------------------------------------- */
 
 typedef struct set_fields {
@@ -257,6 +281,17 @@ static bool decode_del_keys(reader *r, uint64_t count) {
   for (uint64_t i = 0; i < count && !r->failed; i++) {
     size_t length;
     (void)get_bytes(r, KV_MAX_KEY_BYTES, &length);
+  }
+  return reader_done(r);
+}
+
+/* Reads the pairs of an MSET after its count; false unless exactly
+ * `count` pairs end the command. */
+static bool decode_mset_pairs(reader *r, uint64_t count) {
+  for (uint64_t i = 0; i < count && !r->failed; i++) {
+    size_t length;
+    (void)get_bytes(r, KV_MAX_KEY_BYTES, &length);
+    (void)get_bytes(r, KV_MAX_VALUE_BYTES, &length);
   }
   return reader_done(r);
 }
@@ -373,6 +408,60 @@ static int apply_del(kv_store *kv, reader *r, kv_result *result) {
   }
   result->status = KV_STATUS_OK;
   result->integer = deleted;
+  return 0;
+}
+
+/* ---- MSET ----------------------------------------------------------------- */
+
+/* Stores every pair the reader holds (already validated), in order. */
+static int store_pairs(kv_store *kv, reader *pairs, uint64_t count) {
+  for (uint64_t i = 0; i < count; i++) {
+    size_t key_length;
+    const uint8_t *key = get_bytes(pairs, KV_MAX_KEY_BYTES, &key_length);
+    size_t value_length;
+    const uint8_t *value = get_bytes(pairs, KV_MAX_VALUE_BYTES, &value_length);
+    int rc = store_new(kv, key, key_length, value, value_length, 0);
+    if (rc != 0) {
+      return rc;
+    }
+  }
+  return 0;
+}
+
+/*
+ * All or nothing. One pair is a single-key change, which is all or nothing
+ * by itself. Several cannot have everything allocated first (the node
+ * reserve covers one change, and a thousand new items would be held at
+ * once for nothing in the common case), so the version before the command
+ * stays pinned while the pairs are stored: a failure halfway puts it back.
+ * The price is that the change copies the nodes on its paths once, as a
+ * write under an open snapshot does, and frees the old ones after.
+ */
+static int apply_mset(kv_store *kv, reader *r, kv_result *result) {
+  (void)get_varint(r); /* now_ms: MSET has no condition and sets no expiry */
+  const uint64_t count = get_varint(r);
+  reader pairs = *r;
+  if (r->failed || count == 0 || count > KV_MAX_COMMAND_KEYS || !decode_mset_pairs(r, count)) {
+    return fail(result, KV_E_MALFORMED);
+  }
+  int rc;
+  if (count == 1) {
+    rc = store_pairs(kv, &pairs, count);
+  } else {
+    kv_version before;
+    kv_store_pin(kv, &before);
+    rc = store_pairs(kv, &pairs, count);
+    if (rc == 0) {
+      kv_store_unpin(kv, &before);
+    } else {
+      kv_store_roll_back(kv, &before);
+    }
+  }
+  if (rc != 0) {
+    return fail(result, rc);
+  }
+  result->status = KV_STATUS_OK;
+  result->integer = (int64_t)count;
   return 0;
 }
 
@@ -532,6 +621,8 @@ int kv_apply(kv_store *kv, const uint8_t *command, size_t length, kv_result *res
     return apply_append(kv, &r, result);
   case KV_COMMAND_EXPIRE_SWEEP:
     return apply_expire_sweep(kv, &r, result);
+  case KV_COMMAND_MSET:
+    return apply_mset(kv, &r, result);
   default:
     return fail(result, KV_E_MALFORMED);
   }

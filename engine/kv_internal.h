@@ -290,6 +290,24 @@ int kv_store_rewrite_value(kv_store *kv, const uint8_t *key, size_t key_length, 
  * first. 0 or KV_E_NOMEM. */
 int kv_store_expire(kv_store *kv, uint64_t now_ms, uint32_t max_keys, uint32_t *removed);
 
+/* The store's trees as they were when a change of several keys began,
+ * pinned (each root holds one more reference) so that the change copies
+ * around them and a failure halfway can put them back: the way MSET is all
+ * or nothing without reserving for every key at once. */
+typedef struct kv_version {
+  kv_tree main;
+  kv_tree expiry;
+  uint64_t payload_bytes;
+} kv_version;
+/* Pins the current version. O(1). */
+void kv_store_pin(kv_store *kv, kv_version *version);
+/* The change succeeded: unpins, freeing what only the old version held
+ * (O(nodes the change copied)). */
+void kv_store_unpin(kv_store *kv, kv_version *version);
+/* The change failed: drops the trees as the change left them and makes the
+ * pinned version live again, exactly as it was. */
+void kv_store_roll_back(kv_store *kv, kv_version *version);
+
 /* ---- Snapshots (kv_snapshot.c) -------------------------------------------- */
 
 /* What the invariant check needs to see of an open snapshot. */

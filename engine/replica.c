@@ -171,6 +171,7 @@ int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **o
   r->owner = s;
   r->generation = ++s->generation;
   r->active_slot = UINT32_MAX;
+  r->expiry_slot = UINT32_MAX;
   r->storage =
       (fl_raft_storage){.context = r, .entries = storage_entries, .snapshot = storage_snapshot};
   fl_raft_restore restore;
@@ -193,6 +194,11 @@ int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **o
     r->raft = fl_raft_create(self, &s->engine->raft_options, &r->storage, &restore,
                              mix(group ^ mix(self)) ^ (uint64_t)s->now_ms);
     rc = r->raft == NULL ? -EINVAL : 0;
+  }
+  if (rc == 0) {
+    fl_raft_status status;
+    fl_raft_get_status(r->raft, &status);
+    r->term = status.term;
   }
   if (rc != 0) {
     machine_destroy(s, r->machine);
@@ -240,6 +246,9 @@ void replica_close(replica *r, int status) {
   if (r == NULL) {
     return;
   }
+  /* first: the callbacks below must not put it back on any shard list */
+  r->removed = true;
+  expiry_update(r->owner, r);
   fail_proposals(r, status);
   fail_requests(r->batch_head, status, false);
   fail_requests(r->reads_waiting, status, true);
@@ -592,6 +601,9 @@ static void apply_committed(replica *r, const fl_raft_entry *entries, uint32_t c
     r->owner->stats.applied += end - start;
     start = end;
   }
+  if (count > 0) {
+    expiry_update(r->owner, r); /* the store's next expiry may have moved */
+  }
   if (count > 0 && snapshot_due(r)) {
     if (snapshot_start(r) == 0) {
       shard_mark_snapshot_work(r->owner, r);
@@ -602,8 +614,17 @@ static void apply_committed(replica *r, const fl_raft_entry *entries, uint32_t c
 static void note_role(replica *r, const fl_raft_update *u) {
   bool lost = r->role == FL_RAFT_LEADER && u->role != FL_RAFT_LEADER;
   bool leader_changed = r->leader != u->leader;
+  bool role_changed = r->role != u->role;
+  bool term_changed = r->term != u->term;
   r->role = u->role;
   r->leader = u->leader;
+  r->term = u->term;
+  if (leader_changed || term_changed) {
+    shard_note_leader(r->owner, r);
+  }
+  if (role_changed) {
+    expiry_update(r->owner, r); /* only a leader sweeps */
+  }
   if (lost || leader_changed) {
     /* the core dropped its pending reads: callers retry elsewhere */
     fail_requests(r->reads_waiting, FL_E_UNAVAILABLE, true);

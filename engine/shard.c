@@ -13,12 +13,14 @@
  *      are stepped into their replicas and drained at once);
  *   2. report durable writes to their cores (persisted, then the messages
  *      that waited for them);
- *   3. on a tick: tick every replica, the transport's clock;
+ *   3. on a tick: tick every active replica, the transport's clock, and
+ *      propose the expiry sweeps that are due (expiry.c);
  *   4. take every queued request: proposals are gathered per replica;
  *   5. drain every replica with work: persist, send, apply, answer;
- *   6. one transport flush (one send per peer) and one WAL flush (one write
+ *   6. tell fl_options.on_leader of the leaders that changed;
+ *   7. one transport flush (one send per peer) and one WAL flush (one write
  *      + one fdatasync for all groups);
- *   7. free what the cores referenced (arena, proposal requests).
+ *   8. free what the cores referenced (arena, proposal requests).
  *
  * Invariant: between iterations no replica holds an update it has not
  * advanced, so the arena can be reset.
@@ -96,6 +98,60 @@ void shard_mark_ready(shard *s, replica *r) {
     s->ready_head = r;
   }
   s->ready_tail = r;
+}
+
+/* ---- leader reports (fl_options.on_leader) ---------------------------- */
+
+/* Whether on_leader has not heard of the replica's leader yet: a new
+ * leader, or a new term's leader (the same node elected again). Terms
+ * passing without a leader are not news. */
+static bool leader_is_news(const replica *r) {
+  return !r->leader_reported || r->leader != r->reported_leader ||
+         (r->leader != 0 && r->term != r->reported_term);
+}
+
+void shard_note_leader(shard *s, replica *r) {
+  if (s->engine->options.on_leader == NULL || r->leader_report_listed || !leader_is_news(r)) {
+    return;
+  }
+  r->leader_report_listed = true;
+  r->next_leader_report = s->leader_reports;
+  s->leader_reports = r;
+}
+
+/* At the end of an iteration: no group is in the middle of an update, so
+ * the callback may call back into the engine (asynchronously). */
+static void report_leaders(shard *s) {
+  const fl_options *o = &s->engine->options;
+  while (s->leader_reports != NULL) {
+    replica *r = s->leader_reports;
+    s->leader_reports = r->next_leader_report;
+    r->leader_report_listed = false;
+    if (!leader_is_news(r)) {
+      continue; /* changed back within the iteration */
+    }
+    r->leader_reported = true;
+    r->reported_leader = r->leader;
+    r->reported_term = r->term;
+    o->on_leader(o->on_leader_context, r->group, r->leader, r->term);
+  }
+}
+
+/* A removed replica knows no leader any more: said at once, since it is
+ * about to be freed. */
+static void report_removal(shard *s, replica *r) {
+  for (replica **link = &s->leader_reports; r->leader_report_listed && *link != NULL;
+       link = &(*link)->next_leader_report) {
+    if (*link == r) {
+      *link = r->next_leader_report;
+      r->leader_report_listed = false;
+      break;
+    }
+  }
+  const fl_options *o = &s->engine->options;
+  if (o->on_leader != NULL) {
+    o->on_leader(o->on_leader_context, r->group, 0, r->term);
+  }
 }
 
 /* ---- quiescence (see replica_may_quiesce) --------------------------- */
@@ -370,6 +426,7 @@ static int create_group(shard *s, request *q, bool join) {
   }
   shard_wake(s, r);
   shard_mark_ready(s, r);
+  shard_note_leader(s, r);
   return 0;
 }
 
@@ -403,6 +460,7 @@ static void remove_group(shard *s, request *q) {
     }
   }
   uint64_t snapshot_index = r->snapshot.index;
+  report_removal(s, r);
   replica_close(r, FL_E_NO_GROUP);
   snapshot_remove_files(s, q->group, snapshot_index);
   /* the request doubles as the WAL request: durable removal answers it */
@@ -431,6 +489,10 @@ static void fill_status(replica *r, fl_group_status *out) {
                            .last_index = st.last_index,
                            .voter_count = st.conf.voter_count,
                            .learner_count = st.conf.learner_count};
+  if (!r->owner->engine->custom_machine && r->machine != NULL) {
+    out->keys = kv_count(r->machine);
+    out->kv_bytes = kv_memory_bytes(r->machine);
+  }
   memcpy(out->voters, st.conf.voters, sizeof(out->voters));
   memcpy(out->learners, st.conf.learners, sizeof(out->learners));
 }
@@ -587,6 +649,7 @@ static void tick_all(shard *s) {
     }
   }
   network_tick(s, s->now_ms);
+  expiry_tick(s);
 }
 
 static void free_deferred(shard *s) {
@@ -633,6 +696,7 @@ static void run_iteration(shard *s) {
     snapshot_work(s);
     shard_drain_ready(s); /* compactions and snapshot reports */
   }
+  report_leaders(s);
   network_flush(s);
   if (s->failure == 0 && wal_flush(s->log) < 0) {
     shard_fail(s, -EIO, "WAL flush");
@@ -648,6 +712,8 @@ static void close_replicas(shard *s, int status) {
     }
   }
   replica_table_release(&s->replicas);
+  expiry_release(s);
+  s->leader_reports = NULL;
   free(s->active);
   s->active = NULL;
   s->active_count = s->active_capacity = 0;
@@ -707,6 +773,7 @@ static int recover_groups(shard *s) {
     if (rc == 0) {
       shard_wake(s, r);
       shard_mark_ready(s, r);
+      shard_note_leader(s, r);
     }
   }
   free(list.ids);

@@ -136,6 +136,15 @@ typedef struct fl_options {
   int log_level;
   void (*log)(void *context, int level, const char *message);
   void *log_context;
+  /* Called on a shard thread whenever the leader a replica of this node
+   * knows changes (leader 0: none known) or a new term's leader is known,
+   * once for every group when it is recovered, created or joined, and once
+   * with leader 0 when it is removed. Changes within one loop iteration
+   * are reported once, with the latest; calls come between iterations,
+   * never from inside a group's processing. For routing; must be short and
+   * must not block (the async fl_ calls are fine). NULL: not called. */
+  void (*on_leader)(void *context, uint64_t group, uint64_t leader, uint64_t term);
+  void *on_leader_context;
 } fl_options;
 
 /* Fills every field with its default (node_id, data_dir and nodes excepted). */
@@ -188,6 +197,9 @@ typedef struct fl_group_status {
   uint64_t voters[7];
   uint32_t learner_count;
   uint64_t learners[5];
+  uint64_t keys;     /* entries in the built-in KV store, expired ones not yet swept
+                       included (0 for a user state machine) */
+  uint64_t kv_bytes; /* memory the store holds (0 for a user state machine) */
 } fl_group_status;
 
 /* Blocks (one round trip to the shard). */
@@ -209,7 +221,15 @@ FL_API int fl_propose(fl_engine *engine, uint64_t group, const void *data, uint3
 
 /* ---- the built-in KV store ------------------------------------------- */
 
-/* Commands for groups using the built-in store (encoded for fl_propose). */
+/* Commands for groups using the built-in store (encoded for fl_propose).
+ * Keys are at most FL_KV_MAX_KEY_BYTES, values FL_KV_MAX_VALUE_BYTES, a
+ * whole command max_command_bytes: FL_E_TOO_LARGE beyond, at call time.
+ * A NULL pointer with a non-zero length, or a NULL callback: FL_E_INVALID.
+ * A command that fails in the store (INCR of a non-integer, APPEND past
+ * the value limit) calls back with FL_E_STATE and the reason in the
+ * result's bytes. */
+#define FL_KV_MAX_KEY_BYTES (64u * 1024u)
+#define FL_KV_MAX_VALUE_BYTES (2u * 1024u * 1024u)
 FL_API int fl_kv_put(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
                      const void *value, uint32_t value_length, fl_propose_callback callback,
                      void *context);
@@ -218,6 +238,48 @@ FL_API int fl_kv_delete(fl_engine *engine, uint64_t group, const void *key, uint
 /* result->integer is the new value. */
 FL_API int fl_kv_incr(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
                       int64_t delta, fl_propose_callback callback, void *context);
+
+/* SET with Redis's options. */
+typedef enum fl_kv_set_flags {
+  FL_KV_SET_NX = 1,      /* only when the key is absent (result->applied false otherwise) */
+  FL_KV_SET_XX = 2,      /* only when the key is present */
+  FL_KV_SET_GET = 4,     /* result->has_bytes/bytes: the old value */
+  FL_KV_SET_KEEPTTL = 8, /* keep the key's expiry (expire_at_ms must be 0) */
+} fl_kv_set_flags;
+
+/* expire_at_ms: wall-clock milliseconds since the epoch at which the key
+ * expires, 0 for none (one already past deletes the key, as Redis does).
+ * The proposer's clock, carried in the command, judges NX/XX and expiry,
+ * so all replicas decide alike. Flags outside fl_kv_set_flags, NX with XX,
+ * or KEEPTTL with an expiry: FL_E_INVALID at call time. result->applied is
+ * false when NX/XX refused; with GET, result->has_bytes says whether there
+ * was an old value and bytes/length hold it (also when refused). */
+FL_API int fl_kv_set(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+                     const void *value, uint32_t value_length, uint32_t flags,
+                     uint64_t expire_at_ms, fl_propose_callback callback, void *context);
+/* Appends to the value (an absent key starts empty; a present key keeps
+ * its expiry). result->integer is the value's new length. */
+FL_API int fl_kv_append(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
+                        const void *value, uint32_t value_length, fl_propose_callback callback,
+                        void *context);
+
+typedef struct fl_bytes {
+  const void *data;
+  uint32_t length;
+} fl_bytes;
+
+/* Deletes 1..FL_KV_MAX_BATCH_KEYS keys in one command (atomically);
+ * result->integer is how many existed (expired ones are removed but not
+ * counted). Keys are copied. */
+#define FL_KV_MAX_BATCH_KEYS 1024u
+FL_API int fl_kv_delete_many(fl_engine *engine, uint64_t group, const fl_bytes *keys,
+                             uint32_t count, fl_propose_callback callback, void *context);
+/* Sets 1..FL_KV_MAX_BATCH_KEYS keys, keys[i] to values[i], in one command
+ * (atomically, like MSET: no condition, expiries dropped, a key given twice
+ * ends with its last value). result->integer is count. Copied. */
+FL_API int fl_kv_set_many(fl_engine *engine, uint64_t group, const fl_bytes *keys,
+                          const fl_bytes *values, uint32_t count, fl_propose_callback callback,
+                          void *context);
 
 typedef enum fl_read_mode {
   FL_READ_LINEARIZABLE = 0, /* ReadIndex (or the lease) on the leader */

@@ -47,6 +47,8 @@ static fl_options node_options(cluster *c, uint64_t node, char *directory, size_
   if (c->snapshot_entries != 0) {
     options.snapshot_entries = c->snapshot_entries;
   }
+  options.on_leader = c->on_leader;
+  options.on_leader_context = c->on_leader_contexts[node - 1];
   return options;
 }
 
@@ -61,7 +63,7 @@ void cluster_stop_node(cluster *c, uint64_t node) {
   c->engines[node - 1] = NULL;
 }
 
-int cluster_start(cluster *c, uint32_t node_count, uint32_t shard_count) {
+int cluster_prepare(cluster *c, uint32_t node_count, uint32_t shard_count) {
   memset(c, 0, sizeof(*c));
   pthread_rwlockattr_t attributes;
   pthread_rwlockattr_init(&attributes);
@@ -83,13 +85,22 @@ int cluster_start(cluster *c, uint32_t node_count, uint32_t shard_count) {
     c->nodes[i] = (fl_node_address){.node_id = i + 1, .port = (uint16_t)(base + i * shard_count)};
     snprintf(c->nodes[i].host, sizeof(c->nodes[i].host), "127.0.0.1");
   }
-  for (uint32_t i = 0; i < node_count; i++) {
+  return 0;
+}
+
+int cluster_start_all(cluster *c) {
+  for (uint32_t i = 0; i < c->node_count; i++) {
     int rc = cluster_start_node(c, i + 1);
     if (rc != 0) {
       return rc;
     }
   }
   return 0;
+}
+
+int cluster_start(cluster *c, uint32_t node_count, uint32_t shard_count) {
+  int rc = cluster_prepare(c, node_count, shard_count);
+  return rc == 0 ? cluster_start_all(c) : rc;
 }
 
 void cluster_destroy(cluster *c) {

@@ -25,6 +25,10 @@ typedef struct cluster {
   fl_engine *engines[CLUSTER_MAX_NODES]; /* NULL while a node is down */
   /* Options of nodes started from now on: 0 keeps the engine's default. */
   uint32_t snapshot_entries;
+  /* fl_options.on_leader of nodes started from now on (NULL: none), with
+   * node id's context at on_leader_contexts[id - 1]. */
+  void (*on_leader)(void *context, uint64_t group, uint64_t leader, uint64_t term);
+  void *on_leader_contexts[CLUSTER_MAX_NODES];
   /* Held for reading by the *_shared calls of client threads, for writing
    * by cluster_stop_node_shared / cluster_start_node_shared: a client never
    * touches an engine that is being closed. */
@@ -42,6 +46,11 @@ typedef struct cluster {
 /* Starts node_count nodes (ids 1..n) with shard_count shards each on free
  * loopback ports, in a fresh directory. Returns 0 or an FL_E code. */
 int cluster_start(cluster *c, uint32_t node_count, uint32_t shard_count);
+/* cluster_start in two steps, for options set between them: prepare fills
+ * the struct (directory, ports) and starts nothing; start_all starts every
+ * node. */
+int cluster_prepare(cluster *c, uint32_t node_count, uint32_t shard_count);
+int cluster_start_all(cluster *c);
 /* Closes every node and removes the directory. */
 void cluster_destroy(cluster *c);
 /* Closes / reopens one node (1-based id) from its data directory. */

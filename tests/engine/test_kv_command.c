@@ -92,6 +92,23 @@ static command sweep_command(uint64_t now_ms, uint32_t max_keys) {
   return c;
 }
 
+/* keys[i] = values[i]; at most 8 pairs. */
+static command mset_command(uint64_t now_ms, const char *const *keys, const char *const *values,
+                            size_t count) {
+  command c;
+  kv_bytes key_list[8];
+  kv_bytes value_list[8];
+  assert_true(count <= 8);
+  for (size_t i = 0; i < count; i++) {
+    key_list[i] = (kv_bytes){(const uint8_t *)keys[i], strlen(keys[i])};
+    value_list[i] = (kv_bytes){(const uint8_t *)values[i], strlen(values[i])};
+  }
+  assert_int_equal(kv_command_encode_mset(now_ms, key_list, value_list, count, c.bytes,
+                                          sizeof(c.bytes), &c.length),
+                   0);
+  return c;
+}
+
 static kv_result apply(kv_store *kv, command c) {
   kv_result result;
   int rc = kv_apply(kv, c.bytes, c.length, &result);
@@ -414,6 +431,83 @@ static void test_expire_sweep(void **state) {
   kv_destroy(kv);
 }
 
+/* ---- MSET ----------------------------------------------------------------- */
+
+static void test_mset(void **state) {
+  (void)state;
+  kv_store *kv = new_store();
+  apply(kv, set_command("a", "old", 0, NOW + 50, NOW));
+  apply(kv, set_command("gone", "x", 0, NOW + 1, NOW));
+  const char *keys[] = {"a", "b", "gone", "b", ""};
+  const char *values[] = {"1", "2", "3", "4", "empty key"};
+  kv_result r = apply(kv, mset_command(NOW + 10, keys, values, 5));
+  assert_int_equal(r.status, KV_STATUS_OK);
+  assert_int_equal(r.integer, 5);
+  assert_false(r.has_value);
+  assert_value(kv, "a", NOW + 100, "1"); /* the old expiry is dropped */
+  assert_int_equal(expiry_of(kv, "a"), 0);
+  assert_value(kv, "b", NOW, "4");          /* a key given twice: the last value */
+  assert_value(kv, "gone", NOW + 100, "3"); /* an expired key is simply set */
+  assert_value(kv, "", NOW, "empty key");
+  assert_int_equal(kv_count(kv), 4);
+  assert_int_equal(kv_next_expiry_ms(kv), 0);
+  /* One pair takes the single-key path; the outcome is the same. */
+  const char *one_key[] = {"c"};
+  const char *one_value[] = {"5"};
+  r = apply(kv, mset_command(NOW, one_key, one_value, 1));
+  assert_int_equal(r.integer, 1);
+  assert_value(kv, "c", NOW, "5");
+  assert_invariants(kv);
+  kv_destroy(kv);
+}
+
+/* Many pairs under an open snapshot: the snapshot keeps the version
+ * before, the store has every pair, and ending the snapshot frees what only
+ * it held. */
+static void test_mset_beside_snapshot(void **state) {
+  (void)state;
+  kv_store *kv = new_store();
+  char key[32];
+  for (int i = 0; i < 3000; i++) {
+    snprintf(key, sizeof(key), "key:%05d", i);
+    apply(kv, set_command(key, "before", 0, i % 2 ? NOW + 1000 : 0, NOW));
+  }
+  uint64_t memory = kv_memory_bytes(kv);
+  kv_snapshot *snapshot = NULL;
+  assert_int_equal(kv_snapshot_begin(kv, &snapshot), 0);
+  kv_bytes keys[KV_MAX_COMMAND_KEYS];
+  kv_bytes values[KV_MAX_COMMAND_KEYS];
+  static char names[KV_MAX_COMMAND_KEYS][32];
+  for (size_t i = 0; i < KV_MAX_COMMAND_KEYS; i++) {
+    /* every third existing key, then new ones past the end */
+    int length = snprintf(names[i], sizeof(names[i]), "key:%05zu", i * 3 + (i >= 900 ? 3000 : 0));
+    keys[i] = (kv_bytes){(const uint8_t *)names[i], (size_t)length};
+    values[i] = (kv_bytes){(const uint8_t *)"after", 5};
+  }
+  size_t length = 0;
+  assert_int_equal(kv_command_encode_mset(NOW, keys, values, KV_MAX_COMMAND_KEYS, NULL, 0, &length),
+                   KV_E_NO_SPACE);
+  uint8_t *bytes = malloc(length);
+  assert_non_null(bytes);
+  assert_int_equal(
+      kv_command_encode_mset(NOW, keys, values, KV_MAX_COMMAND_KEYS, bytes, length, &length), 0);
+  kv_result r;
+  assert_int_equal(kv_apply(kv, bytes, length, &r), 0);
+  assert_int_equal(r.integer, KV_MAX_COMMAND_KEYS);
+  free(bytes);
+  assert_invariants(kv);
+  assert_int_equal(kv_snapshot_count(snapshot), 3000);
+  assert_int_equal(kv_count(kv), 3000 + (KV_MAX_COMMAND_KEYS - 900));
+  assert_value(kv, "key:00003", NOW + 5000, "after");
+  assert_value(kv, "key:00004", NOW, "before");
+  uint64_t memory_with_snapshot = kv_memory_bytes(kv);
+  kv_snapshot_end(snapshot);
+  assert_invariants(kv); /* the accounting matches what is reachable */
+  assert_true(kv_memory_bytes(kv) < memory_with_snapshot); /* the old version's nodes went */
+  assert_true(kv_memory_bytes(kv) > memory);               /* the new keys stay */
+  kv_destroy(kv);
+}
+
 /* ---- Encoders ------------------------------------------------------------- */
 
 static void test_encoding_bytes(void **state) {
@@ -440,6 +534,12 @@ static void test_encoding_bytes(void **state) {
   const uint8_t sweep[] = {5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 5};
   assert_int_equal(c.length, sizeof(sweep));
   assert_memory_equal(c.bytes, sweep, sizeof(sweep));
+  const char *mset_keys[] = {"a", ""};
+  const char *mset_values[] = {"x", ""};
+  c = mset_command(127, mset_keys, mset_values, 2);
+  const uint8_t mset[] = {6, 127, 2, 1, 'a', 1, 'x', 0, 0};
+  assert_int_equal(c.length, sizeof(mset));
+  assert_memory_equal(c.bytes, mset, sizeof(mset));
   c = incrby_command("", INT64_MIN, 0);
   assert_int_equal(c.length, 1 + 1 + 10 + 1);
 }
@@ -502,6 +602,24 @@ static void test_encoder_rules(void **state) {
   assert_int_equal(
       kv_command_encode_expire_sweep(0, KV_MAX_SWEEP_KEYS + 1, buffer, sizeof(buffer), &length),
       KV_E_INVALID);
+  kv_bytes values[KV_MAX_COMMAND_KEYS + 1];
+  for (size_t i = 0; i <= KV_MAX_COMMAND_KEYS; i++) {
+    keys[i] = (kv_bytes){(const uint8_t *)"k", 1};
+    values[i] = (kv_bytes){(const uint8_t *)"v", 1};
+  }
+  assert_int_equal(kv_command_encode_mset(0, keys, values, 0, buffer, sizeof(buffer), &length),
+                   KV_E_INVALID);
+  assert_int_equal(
+      kv_command_encode_mset(0, keys, values, KV_MAX_COMMAND_KEYS + 1, NULL, 0, &length),
+      KV_E_INVALID);
+  assert_int_equal(kv_command_encode_mset(0, keys, values, KV_MAX_COMMAND_KEYS, NULL, 0, &length),
+                   KV_E_NO_SPACE);
+  assert_int_equal(length, 1 + 1 + 2 + KV_MAX_COMMAND_KEYS * 4);
+  keys[1].length = KV_MAX_KEY_BYTES + 1;
+  assert_int_equal(kv_command_encode_mset(0, keys, values, 2, NULL, 0, &length), KV_E_INVALID);
+  keys[1].length = 1;
+  values[1].length = KV_MAX_VALUE_BYTES + 1;
+  assert_int_equal(kv_command_encode_mset(0, keys, values, 2, NULL, 0, &length), KV_E_INVALID);
 }
 
 /* ---- Malformed commands --------------------------------------------------- */
@@ -566,6 +684,7 @@ static void test_malformed_truncations(void **state) {
       incrby_command("k", -300000, NOW),
       append_command("k", "tail", NOW),
       sweep_command(NOW + 1000, 10),
+      mset_command(NOW, keys, (const char *const[]){"1", "", "three"}, 3),
   };
   kv_store *kv = populated_store();
   for (size_t s = 0; s < sizeof(samples) / sizeof(samples[0]); s++) {
@@ -589,7 +708,7 @@ static void test_malformed_fields(void **state) {
     size_t length;
   } cases[] = {
       {"unknown kind 0", {0, 0}, 2},
-      {"unknown kind 6", {6, 0, 1}, 3},
+      {"unknown kind 7", {7, 0, 1}, 3},
       {"unknown kind 255", {255}, 1},
       {"NX with XX", {1, 3, 0, 0, 1, 'k', 1, 'v'}, 8},
       {"KEEPTTL with an expiry", {1, 8, 0, 1, 1, 'k', 1, 'v'}, 8},
@@ -610,6 +729,11 @@ static void test_malformed_fields(void **state) {
       {"DEL count above its keys", {2, 0, 2, 1, 'k'}, 5},
       {"sweep of no key", {5, 0, 0}, 3},
       {"sweep above the bound", {5, 0, 0x81, 0x20}, 4},
+      {"MSET of no pair", {6, 0, 0}, 3},
+      {"MSET of too many pairs", {6, 0, 0x81, 0x08, 0, 0}, 6},
+      {"MSET count above its pairs", {6, 0, 2, 1, 'k', 1, 'v'}, 7},
+      {"MSET key without its value", {6, 0, 1, 1, 'k'}, 5},
+      {"MSET value longer than the bound", {6, 0, 1, 1, 'k', 0x81, 0x80, 0x80, 0x01}, 9},
   };
   kv_store *kv = populated_store();
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -624,6 +748,9 @@ static void test_malformed_fields(void **state) {
   assert_int_equal(result.integer, 1);
   const uint8_t good_sweep[] = {5, 0x81, 0x01, 0x80, 0x20};
   assert_int_equal(kv_apply(kv, good_sweep, sizeof(good_sweep), &result), 0);
+  const uint8_t good_mset[] = {6, 0, 1, 1, 'k', 1, 'v'};
+  assert_int_equal(kv_apply(kv, good_mset, sizeof(good_mset), &result), 0);
+  assert_int_equal(result.integer, 1);
   assert_invariants(kv);
   kv_destroy(kv);
 }
@@ -649,7 +776,8 @@ static void test_random_damage_is_deterministic(void **state) {
     const char *del_keys[] = {key, names[trandom_below(&random, 5)]};
     uint64_t now = NOW + trandom_below(&random, 200);
     command c;
-    switch (trandom_below(&random, 5)) {
+    const char *mset_values[] = {"1", "2"};
+    switch (trandom_below(&random, 6)) {
     case 0:
       c = set_command(key, "12", set_flags[trandom_below(&random, 7)], 0, now);
       break;
@@ -661,6 +789,9 @@ static void test_random_damage_is_deterministic(void **state) {
       break;
     case 3:
       c = append_command(key, "ab", now);
+      break;
+    case 4:
+      c = mset_command(now, del_keys, mset_values, 2);
       break;
     default:
       c = sweep_command(now, 1 + (uint32_t)trandom_below(&random, 4));
@@ -704,6 +835,8 @@ int main(void) {
       cmocka_unit_test(test_append),
       cmocka_unit_test(test_append_limit),
       cmocka_unit_test(test_expire_sweep),
+      cmocka_unit_test(test_mset),
+      cmocka_unit_test(test_mset_beside_snapshot),
       cmocka_unit_test(test_encoding_bytes),
       cmocka_unit_test(test_encoder_rules),
       cmocka_unit_test(test_malformed_truncations),

@@ -192,6 +192,32 @@ static void test_other_commands_out_of_memory(void **state) {
   }
 }
 
+/* MSET of many pairs is all or nothing: whichever allocation fails, the
+ * store is as before, including when the failure comes after most pairs
+ * were stored. Pairs replace keys with and without an expiry and add new
+ * keys at both ends and in the middle (splits). */
+static void test_mset_out_of_memory(void **state) {
+  (void)state;
+  enum { PAIRS = 48 };
+  static char names[PAIRS][32];
+  kv_bytes keys[PAIRS];
+  kv_bytes values[PAIRS];
+  for (int i = 0; i < PAIRS; i++) {
+    int length = i % 4 == 0   ? snprintf(names[i], sizeof(names[i]), "key:%06d", i * 7)
+                 : i % 4 == 1 ? snprintf(names[i], sizeof(names[i]), "key:%06d:new", i * 20)
+                 : i % 4 == 2 ? snprintf(names[i], sizeof(names[i]), "0-new-%d", i)
+                              : snprintf(names[i], sizeof(names[i]), "z-new-%d", i);
+    keys[i] = (kv_bytes){(const uint8_t *)names[i], (size_t)length};
+    values[i] = (kv_bytes){(const uint8_t *)"a value of some length", 22};
+  }
+  uint8_t command[4096];
+  size_t length = 0;
+  assert_int_equal(
+      kv_command_encode_mset(100, keys, values, PAIRS, command, sizeof(command), &length), 0);
+  exhaust(command, length, false);
+  exhaust(command, length, true);
+}
+
 /* Several keys in one command: a failure may leave some removed, but the
  * store stays consistent. */
 static void test_sweep_out_of_memory(void **state) {
@@ -290,6 +316,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_set_out_of_memory),
       cmocka_unit_test(test_other_commands_out_of_memory),
+      cmocka_unit_test(test_mset_out_of_memory),
       cmocka_unit_test(test_sweep_out_of_memory),
       cmocka_unit_test(test_snapshot_and_restore_out_of_memory),
   };

@@ -1,0 +1,195 @@
+/*
+ * expiry.c - removing expired keys from memory: the leader of a group whose
+ * KV store holds an entry past its expiry proposes EXPIRE_SWEEP, which every
+ * replica applies alike (engine/kv.h, EXPIRY). Reads already treat expired
+ * entries as absent; the sweep is what frees them.
+ *
+ * A quiet group is not ticked (quiescence, replica.c), yet its keys must
+ * still go when their time comes. So the shard keeps a min-heap of the
+ * replicas that lead a store with an expiry, ordered by the store's
+ * earliest expiry (wall clock). Each tick looks at the top only: O(1) when
+ * nothing is due, however many groups are idle.
+ *
+ *   not in heap --leader, store has an expiry, no sweep in flight--> in heap
+ *   in heap --due at a tick--> sweep in flight (out of the heap)
+ *   sweep in flight --applied, refused or dropped--> recomputed
+ *   in heap --no longer leader / no expiry / removed--> not in heap
+ *
+ * Invariants: a replica is in the heap iff expiry_slot != UINT32_MAX, and
+ * then expiring[expiry_slot] is it; each entry's expiry_due_ms is >= its
+ * parent's; a replica with a sweep in flight is not in the heap, so one
+ * group has at most one sweep in flight, and a group is swept at most once
+ * per tick.
+ */
+#include "engine/engine_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/limits.h"
+
+/* Entries one sweep removes at most: about a millisecond of apply work on
+ * every replica, so a burst of expiries never stalls a shard; a group with
+ * more due is swept again at the next tick. */
+#define EXPIRY_SWEEP_MAX_KEYS 1024u
+/* Sweeps one shard proposes per tick: bounds a tick's cost when many
+ * groups come due at once; the rest wait for the next tick. */
+#define EXPIRY_SWEEPS_PER_TICK 64u
+/* Bytes of an encoded EXPIRE_SWEEP: the kind and two varints. */
+#define EXPIRY_SWEEP_COMMAND_BYTES (1u + 2u * KV_VARINT_MAX_BYTES)
+
+FL_STATIC_ASSERT(EXPIRY_SWEEP_MAX_KEYS <= KV_MAX_SWEEP_KEYS, "a sweep the store accepts");
+
+#define NOT_IN_HEAP UINT32_MAX
+
+static void place(shard *s, uint32_t slot, replica *r) {
+  s->expiring[slot] = r;
+  r->expiry_slot = slot;
+}
+
+static void sift_up(shard *s, uint32_t slot) {
+  replica *r = s->expiring[slot];
+  while (slot > 0) {
+    uint32_t parent = (slot - 1) / 2;
+    if (s->expiring[parent]->expiry_due_ms <= r->expiry_due_ms) {
+      break;
+    }
+    place(s, slot, s->expiring[parent]);
+    slot = parent;
+  }
+  place(s, slot, r);
+}
+
+static void sift_down(shard *s, uint32_t slot) {
+  replica *r = s->expiring[slot];
+  for (;;) {
+    uint32_t child = 2 * slot + 1;
+    if (child >= s->expiring_count) {
+      break;
+    }
+    if (child + 1 < s->expiring_count &&
+        s->expiring[child + 1]->expiry_due_ms < s->expiring[child]->expiry_due_ms) {
+      child++;
+    }
+    if (r->expiry_due_ms <= s->expiring[child]->expiry_due_ms) {
+      break;
+    }
+    place(s, slot, s->expiring[child]);
+    slot = child;
+  }
+  place(s, slot, r);
+}
+
+static void heap_remove(shard *s, replica *r) {
+  uint32_t slot = r->expiry_slot;
+  assert(slot < s->expiring_count && s->expiring[slot] == r);
+  r->expiry_slot = NOT_IN_HEAP;
+  replica *last = s->expiring[--s->expiring_count];
+  if (last == r) {
+    return;
+  }
+  place(s, slot, last);
+  sift_up(s, slot);
+  sift_down(s, last->expiry_slot);
+}
+
+static int heap_insert(shard *s, replica *r) {
+  if (s->expiring_count == s->expiring_capacity) {
+    uint32_t capacity = s->expiring_capacity ? s->expiring_capacity * 2 : 64;
+    replica **grown = realloc(s->expiring, capacity * sizeof(*grown));
+    if (grown == NULL) {
+      return -ENOMEM;
+    }
+    s->expiring = grown;
+    s->expiring_capacity = capacity;
+  }
+  place(s, s->expiring_count++, r);
+  sift_up(s, r->expiry_slot);
+  return 0;
+}
+
+/* The wall-clock time the replica's sweep is due, 0 for never. */
+static uint64_t due_ms(const shard *s, const replica *r) {
+  if (r->removed || r->role != FL_RAFT_LEADER || r->sweep_in_flight || s->engine->custom_machine ||
+      r->machine == NULL) {
+    return 0;
+  }
+  return kv_next_expiry_ms(r->machine);
+}
+
+void expiry_update(shard *s, replica *r) {
+  uint64_t due = due_ms(s, r);
+  bool listed = r->expiry_slot != NOT_IN_HEAP;
+  if (due == 0) {
+    if (listed) {
+      heap_remove(s, r);
+    }
+    return;
+  }
+  if (listed && due == r->expiry_due_ms) {
+    return;
+  }
+  r->expiry_due_ms = due;
+  if (listed) {
+    sift_up(s, r->expiry_slot);
+    sift_down(s, r->expiry_slot);
+  } else if (heap_insert(s, r) != 0) {
+    shard_fail(s, -ENOMEM, "timing key expiry");
+  }
+}
+
+/* Runs on the shard once the sweep applied, or failed to (no longer the
+ * leader, dropped by an election, group closing). */
+static void sweep_done(void *context, int status, const fl_result *result) {
+  (void)status;
+  (void)result;
+  replica *r = context;
+  r->sweep_in_flight = false;
+  if (!r->removed) {
+    expiry_update(r->owner, r); /* more may be due: next tick */
+  }
+}
+
+/* false when the request could not be allocated (tried again next tick). */
+static bool propose_sweep(shard *s, replica *r, uint64_t now_ms) {
+  request *q = malloc(sizeof(request) + EXPIRY_SWEEP_COMMAND_BYTES);
+  if (q == NULL) {
+    return false;
+  }
+  size_t length = 0;
+  memset(q, 0, sizeof(*q));
+  int rc = kv_command_encode_expire_sweep(now_ms, EXPIRY_SWEEP_MAX_KEYS, q->data,
+                                          EXPIRY_SWEEP_COMMAND_BYTES, &length);
+  assert(rc == 0);
+  (void)rc;
+  q->type = REQUEST_PROPOSE;
+  q->group = r->group;
+  q->length = (uint32_t)length;
+  q->propose_callback = sweep_done;
+  q->context = r;
+  heap_remove(s, r);
+  r->sweep_in_flight = true;
+  replica_add_proposal(r, q);
+  return true;
+}
+
+void expiry_tick(shard *s) {
+  if (s->expiring_count == 0 || s->failure != 0) {
+    return;
+  }
+  const uint64_t now_ms = machine_wall_clock_ms();
+  for (uint32_t sweeps = 0; sweeps < EXPIRY_SWEEPS_PER_TICK && s->expiring_count > 0; sweeps++) {
+    replica *r = s->expiring[0];
+    if (r->expiry_due_ms > now_ms || !propose_sweep(s, r, now_ms)) {
+      return;
+    }
+  }
+}
+
+void expiry_release(shard *s) {
+  free(s->expiring);
+  s->expiring = NULL;
+  s->expiring_count = s->expiring_capacity = 0;
+}
