@@ -12,6 +12,7 @@
  */
 #include "raft/raft_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define CONF_ENCODING_VERSION 1
@@ -89,7 +90,78 @@ bool fl_raft_conf_equal(const fl_raft_conf *a, const fl_raft_conf *b) {
 }
 
 bool fl_raft_is_promotable(const fl_raft *r) {
-  return fl_raft_conf_has_voter(&r->conf, r->id) && r->pending_snapshot == NULL;
+  return fl_raft_has_voter(r, r->id) && r->pending_snapshot == NULL;
+}
+
+/* ---- the group's members ------------------------------------------------ */
+
+static uint32_t member_total(const fl_raft_members *m) {
+  return (uint32_t)m->voter_count + m->outgoing_count + m->learner_count;
+}
+
+bool fl_raft_has_voter(const fl_raft *r, uint64_t node) {
+  uint32_t voting = (uint32_t)r->members->voter_count + r->members->outgoing_count;
+  return list_contains(r->members->ids, voting, node);
+}
+
+void fl_raft_get_conf(const fl_raft *r, fl_raft_conf *out) {
+  const fl_raft_members *m = r->members;
+  fl_raft_conf_clear(out);
+  out->voter_count = m->voter_count;
+  out->outgoing_count = m->outgoing_count;
+  out->learner_count = m->learner_count;
+  out->auto_leave = m->auto_leave;
+  const uint64_t *next = m->ids;
+  memcpy(out->voters, next, m->voter_count * sizeof(uint64_t));
+  next += m->voter_count;
+  memcpy(out->outgoing, next, m->outgoing_count * sizeof(uint64_t));
+  next += m->outgoing_count;
+  memcpy(out->learners, next, m->learner_count * sizeof(uint64_t));
+}
+
+static int resize_members(fl_raft *r, uint32_t capacity) {
+  assert(capacity <= FL_RAFT_MAX_MEMBERS);
+  fl_raft_members *resized =
+      realloc(r->members, sizeof(fl_raft_members) + (size_t)capacity * sizeof(uint64_t));
+  if (resized == NULL) {
+    return FL_RAFT_E_NOMEM;
+  }
+  if (r->members == NULL) {
+    memset(resized, 0, sizeof(*resized));
+  }
+  resized->capacity = (uint8_t)capacity;
+  r->members = resized;
+  return 0;
+}
+
+int fl_raft_members_reserve(fl_raft *r, uint32_t capacity) {
+  if (r->members != NULL && r->members->capacity >= capacity) {
+    return 0;
+  }
+  return resize_members(r, capacity);
+}
+
+void fl_raft_set_conf(fl_raft *r, const fl_raft_conf *conf) {
+  fl_raft_members *m = r->members;
+  assert(fl_raft_conf_is_valid(conf));
+  assert((uint32_t)conf->voter_count + conf->outgoing_count + conf->learner_count <= m->capacity);
+  m->voter_count = conf->voter_count;
+  m->outgoing_count = conf->outgoing_count;
+  m->learner_count = conf->learner_count;
+  m->auto_leave = conf->auto_leave;
+  uint64_t *next = m->ids;
+  memcpy(next, conf->voters, conf->voter_count * sizeof(uint64_t));
+  next += conf->voter_count;
+  memcpy(next, conf->outgoing, conf->outgoing_count * sizeof(uint64_t));
+  next += conf->outgoing_count;
+  memcpy(next, conf->learners, conf->learner_count * sizeof(uint64_t));
+}
+
+void fl_raft_members_fit(fl_raft *r) {
+  uint32_t total = member_total(r->members);
+  if (total < r->members->capacity) {
+    (void)resize_members(r, total); /* keeping the larger one is harmless */
+  }
 }
 
 size_t fl_raft_conf_encoded_size(const fl_raft_conf *conf) {

@@ -63,7 +63,7 @@ void fl_raft_become_follower(fl_raft *r, uint64_t term, uint64_t leader) {
 }
 
 static void record_vote(fl_raft *r, uint64_t node, bool granted) {
-  if (!fl_raft_conf_has_voter(&r->conf, node)) {
+  if (!fl_raft_has_voter(r, node)) {
     return; /* strangers must not take the slots of real voters */
   }
   for (uint32_t i = 0; i < r->vote_count; i++) {
@@ -96,7 +96,9 @@ static uint32_t voting_members(const fl_raft_conf *c, uint64_t *out) {
 
 static void send_vote_requests(fl_raft *r, uint32_t type, uint64_t term, bool forced) {
   uint64_t voters[2 * FL_RAFT_MAX_VOTERS];
-  uint32_t count = voting_members(&r->conf, voters);
+  fl_raft_conf conf;
+  fl_raft_get_conf(r, &conf);
+  uint32_t count = voting_members(&conf, voters);
   for (uint32_t i = 0; i < count; i++) {
     if (voters[i] == r->id) {
       continue;

@@ -18,7 +18,7 @@ void fl_raft_get_status(const fl_raft *r, fl_raft_status *status) {
   status->last_index = r->last_index;
   status->stable_index = r->stable_index;
   status->lead_transferee = r->lead_transferee;
-  status->conf = r->conf;
+  fl_raft_get_conf(r, &status->conf);
 }
 
 bool fl_raft_peer_match(const fl_raft *r, uint64_t node, uint64_t *match, uint64_t *next) {
@@ -93,11 +93,11 @@ static bool check_role(const fl_raft *r, const char **broken) {
     CHECK(r->leader == r->id);
     CHECK(r->vote == r->id);
     CHECK(r->progress != NULL);
-    CHECK(fl_raft_conf_has_voter(&r->conf, r->id));
+    CHECK(fl_raft_has_voter(r, r->id));
   } else {
     CHECK(r->progress == NULL);
     CHECK(r->lead_transferee == 0);
-    CHECK(r->reads.count == 0);
+    CHECK(r->outbox == NULL || r->outbox->reads.count == 0);
   }
   if (r->role == FL_RAFT_CANDIDATE) {
     CHECK(r->vote == r->id);
@@ -105,8 +105,10 @@ static bool check_role(const fl_raft *r, const char **broken) {
   CHECK((r->votes != NULL) == (r->role == FL_RAFT_CANDIDATE || r->role == FL_RAFT_PRE_CANDIDATE));
   CHECK(r->leader != r->id || r->role == FL_RAFT_LEADER);
   CHECK(r->durable_term <= r->term);
-  const fl_raft_write *writes = r->writes.items;
-  for (uint32_t i = 0; i < r->writes.count; i++) {
+  const fl_raft_vector none = {0};
+  const fl_raft_vector *in_flight = r->outbox != NULL ? &r->outbox->writes : &none;
+  const fl_raft_write *writes = in_flight->items;
+  for (uint32_t i = 0; i < in_flight->count; i++) {
     CHECK(i == 0 || writes[i].id > writes[i - 1].id);
     CHECK(writes[i].end_index <= r->last_index || writes[i].end_index == 0);
   }

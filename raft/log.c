@@ -117,8 +117,9 @@ uint32_t fl_raft_unstable_room(const fl_raft *r) {
 }
 
 static void cap_writes(fl_raft *r, uint64_t keep_through) {
-  for (uint32_t i = 0; i < r->writes.count; i++) {
-    fl_raft_write *w = &FL_VECTOR_AT(&r->writes, fl_raft_write, i);
+  uint32_t count = r->outbox != NULL ? r->outbox->writes.count : 0;
+  for (uint32_t i = 0; i < count; i++) {
+    fl_raft_write *w = &FL_VECTOR_AT(&r->outbox->writes, fl_raft_write, i);
     w->end_index = fl_min_u64(w->end_index, keep_through);
   }
   r->stable_index = fl_min_u64(r->stable_index, keep_through);

@@ -64,11 +64,13 @@ int fl_raft_propose_change(fl_raft *r, const fl_raft_change *changes, uint32_t c
   if (rc != 0) {
     return rc;
   }
-  if (fl_raft_conf_is_joint(&r->conf)) {
+  if (fl_raft_is_joint(r)) {
     return FL_RAFT_E_CONF_PENDING; /* leave the joint configuration first */
   }
+  fl_raft_conf current;
+  fl_raft_get_conf(r, &current);
   fl_raft_conf next;
-  rc = fl_raft_conf_apply_changes(&r->conf, changes, count, auto_leave, &next);
+  rc = fl_raft_conf_apply_changes(&current, changes, count, auto_leave, &next);
   if (rc != 0) {
     return rc;
   }
@@ -84,11 +86,13 @@ int fl_raft_propose_leave_joint(fl_raft *r) {
   if (rc != 0) {
     return rc;
   }
-  if (!fl_raft_conf_is_joint(&r->conf)) {
+  if (!fl_raft_is_joint(r)) {
     return FL_RAFT_E_INVALID;
   }
+  fl_raft_conf current;
+  fl_raft_get_conf(r, &current);
   fl_raft_conf next;
-  fl_raft_conf_leave_joint(&r->conf, &next);
+  fl_raft_conf_leave_joint(&current, &next);
   return propose_conf(r, &next);
 }
 
@@ -97,10 +101,12 @@ int fl_raft_propose_leave_joint(fl_raft *r) {
  * a leader elected in the middle of a joint change inherits the duty.
  */
 void fl_raft_maybe_auto_leave(fl_raft *r) {
-  if (r->role == FL_RAFT_LEADER && fl_raft_conf_is_joint(&r->conf) && r->conf.auto_leave &&
+  if (r->role == FL_RAFT_LEADER && fl_raft_is_joint(r) && r->members->auto_leave &&
       r->pending_conf_index <= r->applied) {
+    fl_raft_conf current;
+    fl_raft_get_conf(r, &current);
     fl_raft_conf next;
-    fl_raft_conf_leave_joint(&r->conf, &next);
+    fl_raft_conf_leave_joint(&current, &next);
     propose_conf(r, &next); /* on failure, retried at the next advance */
   }
 }
@@ -111,11 +117,11 @@ void fl_raft_apply_conf_entry(fl_raft *r, const fl_raft_entry *entry) {
   if (fl_raft_conf_decode(entry->data, entry->length, &next) != 0) {
     return; /* only a corrupt log gets here; the entry stays inert */
   }
-  r->conf = next;
+  fl_raft_set_conf(r, &next);
   if (r->role != FL_RAFT_LEADER) {
     return;
   }
-  if (!fl_raft_conf_has_voter(&r->conf, r->id)) {
+  if (!fl_raft_has_voter(r, r->id)) {
     fl_raft_become_follower(r, r->term, 0);
     return;
   }
@@ -123,7 +129,7 @@ void fl_raft_apply_conf_entry(fl_raft *r, const fl_raft_entry *entry) {
     fl_raft_become_follower(r, r->term, 0);
     return;
   }
-  if (r->lead_transferee != 0 && !fl_raft_conf_has_voter(&r->conf, r->lead_transferee)) {
+  if (r->lead_transferee != 0 && !fl_raft_has_voter(r, r->lead_transferee)) {
     fl_raft_abort_transfer(r);
   }
   if (fl_raft_maybe_commit(r)) {
@@ -154,8 +160,8 @@ int fl_raft_transfer_leader(fl_raft *r, uint64_t target) {
     return 0;
   }
   bool incoming_voter = false;
-  for (uint32_t i = 0; i < r->conf.voter_count; i++) {
-    incoming_voter = incoming_voter || r->conf.voters[i] == target;
+  for (uint32_t i = 0; i < r->members->voter_count; i++) {
+    incoming_voter = incoming_voter || fl_raft_voters(r)[i] == target;
   }
   fl_raft_progress *p = fl_raft_progress_find(r, target);
   if (!incoming_voter || p == NULL) {

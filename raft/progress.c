@@ -85,7 +85,9 @@ void fl_raft_progress_release(fl_raft *r) {
 /* Rebuilds the member list from the configuration, keeping known progress. */
 int fl_raft_progress_sync_conf(fl_raft *r) {
   uint64_t members[FL_RAFT_MAX_MEMBERS];
-  uint32_t count = member_count(&r->conf, members);
+  fl_raft_conf conf;
+  fl_raft_get_conf(r, &conf);
+  uint32_t count = member_count(&conf, members);
   fl_raft_progress *fresh = calloc(count ? count : 1, sizeof(*fresh));
   if (fresh == NULL) {
     return FL_RAFT_E_NOMEM;

@@ -54,8 +54,8 @@ static uint64_t majority_value(const fl_raft *r, const uint64_t *voters, uint32_
 }
 
 uint64_t fl_raft_quorum_index(const fl_raft *r, uint64_t (*value)(const fl_raft *, uint64_t)) {
-  uint64_t incoming = majority_value(r, r->conf.voters, r->conf.voter_count, value);
-  uint64_t outgoing = majority_value(r, r->conf.outgoing, r->conf.outgoing_count, value);
+  uint64_t incoming = majority_value(r, fl_raft_voters(r), r->members->voter_count, value);
+  uint64_t outgoing = majority_value(r, fl_raft_outgoing(r), r->members->outgoing_count, value);
   return fl_min_u64(incoming, outgoing);
 }
 
@@ -84,8 +84,8 @@ static fl_vote_result half_result(const fl_raft *r, const uint64_t *voters, uint
 }
 
 fl_vote_result fl_raft_vote_result(const fl_raft *r) {
-  fl_vote_result incoming = half_result(r, r->conf.voters, r->conf.voter_count);
-  fl_vote_result outgoing = half_result(r, r->conf.outgoing, r->conf.outgoing_count);
+  fl_vote_result incoming = half_result(r, fl_raft_voters(r), r->members->voter_count);
+  fl_vote_result outgoing = half_result(r, fl_raft_outgoing(r), r->members->outgoing_count);
   if (incoming == FL_VOTE_LOST || outgoing == FL_VOTE_LOST) {
     return FL_VOTE_LOST;
   }

@@ -168,7 +168,7 @@ static int restore_state(fl_raft *r, const fl_raft_restore *restore) {
   r->last_written = (fl_raft_hard_state){r->term, r->vote, r->commit};
   r->durable_term = r->term;
   r->durable_vote = r->vote;
-  r->conf = restore->snapshot.conf;
+  fl_raft_set_conf(r, &restore->snapshot.conf);
   return 0;
 }
 
@@ -179,6 +179,7 @@ static int restore_state(fl_raft *r, const fl_raft_restore *restore) {
  */
 static int replay_applied_conf_changes(fl_raft *r, uint64_t from, uint64_t through) {
   fl_raft_entry batch[64];
+  fl_raft_conf conf;
   uint64_t next = from;
   while (next <= through) {
     uint32_t count = 0;
@@ -187,10 +188,13 @@ static int replay_applied_conf_changes(fl_raft *r, uint64_t from, uint64_t throu
       return rc != 0 ? rc : FL_RAFT_E_UNAVAILABLE;
     }
     for (uint32_t i = 0; i < count; i++) {
-      if (batch[i].type == FL_RAFT_ENTRY_CONF_CHANGE &&
-          fl_raft_conf_decode(batch[i].data, batch[i].length, &r->conf) != 0) {
+      if (batch[i].type != FL_RAFT_ENTRY_CONF_CHANGE) {
+        continue;
+      }
+      if (fl_raft_conf_decode(batch[i].data, batch[i].length, &conf) != 0) {
         return FL_RAFT_E_INVALID;
       }
+      fl_raft_set_conf(r, &conf);
     }
     next += count;
   }
@@ -215,11 +219,13 @@ fl_raft *fl_raft_create(uint64_t self, const fl_raft_options *options,
   r->options = options;
   r->storage = storage;
   r->random_state = seed ^ (self * 0x9e3779b97f4a7c15ULL);
-  if (restore_state(r, restore) != 0 ||
+  /* Room for any configuration while the log is replayed; trimmed below. */
+  if (fl_raft_members_reserve(r, FL_RAFT_MAX_MEMBERS) != 0 || restore_state(r, restore) != 0 ||
       replay_applied_conf_changes(r, restore->snapshot.index + 1, restore->applied) != 0) {
     fl_raft_destroy(r);
     return NULL;
   }
+  fl_raft_members_fit(r);
   r->role = FL_RAFT_FOLLOWER;
   /* We may have acknowledged a leader just before stopping: keep its lease.
    * A group that never saw a term has granted nothing. */
@@ -228,16 +234,26 @@ fl_raft *fl_raft_create(uint64_t self, const fl_raft_options *options,
   return r;
 }
 
+/* A busy group also keeps room for the largest configuration (see
+ * fl_raft_members): every input calls this first, so applying one never
+ * needs memory. */
 int fl_raft_outbox_ensure(fl_raft *r) {
-  if (r->outbox == NULL) {
-    r->outbox = calloc(1, sizeof(*r->outbox));
+  if (r->outbox != NULL) {
+    assert(r->members->capacity == FL_RAFT_MAX_MEMBERS);
+    return 0;
   }
+  if (fl_raft_members_reserve(r, FL_RAFT_MAX_MEMBERS) != 0) {
+    return FL_RAFT_E_NOMEM;
+  }
+  r->outbox = calloc(1, sizeof(*r->outbox));
   return r->outbox != NULL ? 0 : FL_RAFT_E_NOMEM;
 }
 
+/* Nothing to hand out, no write in flight and no read waiting. */
 static bool outbox_is_empty(const fl_raft_outbox *outbox) {
   return outbox->messages.count == 0 && outbox->after_write.count == 0 &&
-         outbox->committed.count == 0 && outbox->read_states.count == 0;
+         outbox->committed.count == 0 && outbox->read_states.count == 0 &&
+         outbox->writes.count == 0 && outbox->reads.count == 0;
 }
 
 static void release_outbox(fl_raft *r) {
@@ -252,6 +268,8 @@ static void release_outbox(fl_raft *r) {
   fl_raft_vector_release(&outbox->entry_pool);
   fl_raft_vector_release(&outbox->committed);
   fl_raft_vector_release(&outbox->read_states);
+  fl_raft_vector_release(&outbox->writes);
+  fl_raft_vector_release(&outbox->reads);
   free(outbox);
   r->outbox = NULL;
 }
@@ -271,9 +289,8 @@ void fl_raft_destroy(fl_raft *r) {
   release_term_runs(r);
   free(r->pending_snapshot);
   free(r->conf_buffer);
+  free(r->members);
   fl_raft_vector_release(&r->unstable);
-  fl_raft_vector_release(&r->writes);
-  fl_raft_vector_release(&r->reads);
   release_outbox(r);
   free(r);
 }
@@ -284,17 +301,18 @@ void fl_raft_shrink(fl_raft *r) {
   }
   if (r->outbox != NULL && outbox_is_empty(r->outbox)) {
     release_outbox(r);
+    fl_raft_members_fit(r);
+  }
+  if (r->outbox != NULL && r->outbox->writes.count == 0) {
+    fl_raft_vector_release(&r->outbox->writes);
+  }
+  if (r->outbox != NULL && r->outbox->reads.count == 0) {
+    fl_raft_vector_release(&r->outbox->reads);
   }
   if (r->unstable.count == 0) {
     fl_raft_vector_release(&r->unstable);
   }
   fl_raft_progress_shrink(r);
-  if (r->writes.count == 0) {
-    fl_raft_vector_release(&r->writes);
-  }
-  if (r->reads.count == 0) {
-    fl_raft_vector_release(&r->reads);
-  }
   if (r->pending_conf_index <= r->applied) {
     free(r->conf_buffer);
     r->conf_buffer = NULL;
@@ -321,17 +339,18 @@ static size_t outbox_bytes(const fl_raft_outbox *outbox) {
   bytes += outbox->entry_pool.capacity * sizeof(fl_raft_entry);
   bytes += outbox->committed.capacity * sizeof(fl_raft_entry);
   bytes += outbox->read_states.capacity * sizeof(fl_raft_read_state);
+  bytes += outbox->writes.capacity * sizeof(fl_raft_write);
+  bytes += outbox->reads.capacity * sizeof(fl_raft_pending_read);
   return bytes;
 }
 
 size_t fl_raft_memory_bytes(const fl_raft *r) {
   size_t bytes = sizeof(*r) + outbox_bytes(r->outbox);
+  bytes += sizeof(fl_raft_members) + r->members->capacity * sizeof(uint64_t);
   if (r->term_runs != &r->inline_run) {
     bytes += r->term_run_capacity * sizeof(fl_raft_term_run);
   }
   bytes += r->unstable.capacity * sizeof(fl_raft_entry);
-  bytes += r->writes.capacity * sizeof(fl_raft_write);
-  bytes += r->reads.capacity * sizeof(fl_raft_pending_read);
   bytes += r->progress_count * sizeof(fl_raft_progress);
   for (uint32_t i = 0; i < r->progress_count; i++) {
     if (r->progress[i].inflights.ring != NULL) {
@@ -454,9 +473,10 @@ void fl_raft_persisted(fl_raft *r, uint64_t write_id) {
   if (fl_raft_outbox_ensure(r) != 0) {
     return;
   }
-  fl_raft_write *writes = r->writes.items;
+  fl_raft_vector *in_flight = &r->outbox->writes;
+  fl_raft_write *writes = in_flight->items;
   uint32_t done = 0;
-  while (done < r->writes.count && writes[done].id <= write_id) {
+  while (done < in_flight->count && writes[done].id <= write_id) {
     r->stable_index = fl_max_u64(r->stable_index, writes[done].end_index);
     r->durable_term = writes[done].term;
     r->durable_vote = writes[done].vote;
@@ -465,8 +485,8 @@ void fl_raft_persisted(fl_raft *r, uint64_t write_id) {
   if (done == 0) {
     return; /* late, duplicate or from before a restart */
   }
-  memmove(writes, writes + done, (r->writes.count - done) * sizeof(*writes));
-  r->writes.count -= done;
+  memmove(writes, writes + done, (in_flight->count - done) * sizeof(*writes));
+  in_flight->count -= done;
   assert(r->stable_index <= r->last_index);
   if (r->role == FL_RAFT_LEADER) {
     if (fl_raft_maybe_commit(r)) {

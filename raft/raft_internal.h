@@ -2,10 +2,10 @@
  * raft_internal.h - the layout of one group and the functions the core's
  * files share. Nothing here is seen outside raft/.
  *
- * Memory: an idle follower holds the fl_raft struct, its configuration and a
- * term-run array of a few entries. Everything sized by traffic (unstable
- * entries, outbox, progress, votes, reads) is allocated when first needed
- * and released by fl_raft_shrink() or on losing leadership.
+ * Memory: an idle follower holds the fl_raft struct and its members (the
+ * configuration, sized to the members it has). Everything sized by traffic
+ * (unstable entries, outbox, progress, votes, reads) is allocated when first
+ * needed and released by fl_raft_shrink() or on losing leadership.
  */
 #ifndef FLOTILLA_RAFT_INTERNAL_H
 #define FLOTILLA_RAFT_INTERNAL_H
@@ -75,7 +75,12 @@ typedef struct fl_raft_vector {
   uint32_t capacity;
 } fl_raft_vector;
 
-/* Buffers of the update being built: allocated while a group is busy. */
+/*
+ * What only a busy group needs: the buffers of the update being built, the
+ * writes in flight and the pending reads. Allocated by the first input
+ * (fl_raft_outbox_ensure); fl_raft_shrink() frees it once all of it is empty,
+ * so an idle group does not carry these vectors in its struct.
+ */
 typedef struct fl_raft_outbox {
   fl_raft_vector messages;       /* fl_raft_message */
   fl_raft_vector message_firsts; /* uint32_t: first pool entry of each message */
@@ -84,7 +89,25 @@ typedef struct fl_raft_outbox {
   fl_raft_vector entry_pool; /* fl_raft_entry referenced by messages */
   fl_raft_vector committed;  /* fl_raft_entry */
   fl_raft_vector read_states;
+  fl_raft_vector writes; /* fl_raft_write, oldest first */
+  fl_raft_vector reads;  /* fl_raft_pending_read */
 } fl_raft_outbox;
+
+/*
+ * The configuration as a group keeps it: only the ids it has, voters then
+ * outgoing voters then learners. An fl_raft_conf holds room for every bound
+ * (160 bytes); a 3-voter group needs 24. While the group is busy (its outbox
+ * exists) the allocation has room for FL_RAFT_MAX_MEMBERS ids, so applying a
+ * configuration never allocates and cannot fail; fl_raft_shrink() trims it.
+ */
+typedef struct fl_raft_members {
+  uint8_t voter_count;
+  uint8_t outgoing_count;
+  uint8_t learner_count;
+  uint8_t auto_leave;
+  uint8_t capacity; /* ids the allocation has room for */
+  uint64_t ids[];
+} fl_raft_members;
 
 struct fl_raft {
   uint64_t id;
@@ -129,10 +152,9 @@ struct fl_raft {
   fl_raft_hard_state last_written; /* hard state of the newest write */
   uint64_t durable_term;
   uint64_t durable_vote;
-  fl_raft_vector writes; /* fl_raft_write, oldest first */
 
   /* configuration */
-  fl_raft_conf conf;
+  fl_raft_members *members; /* never NULL after creation */
   uint64_t pending_conf_index;
   uint8_t *conf_buffer;
 
@@ -142,11 +164,13 @@ struct fl_raft {
   uint64_t lead_transferee;
   uint64_t uncommitted_bytes;
   uint64_t read_round_sent;
-  fl_raft_vector reads; /* fl_raft_pending_read */
 
-  /* the update being built; NULL while idle (see fl_raft_shrink) */
+  /* the update being built, writes and reads; NULL while idle */
   fl_raft_outbox *outbox;
 };
+/* Every idle group on a node carries one: keep it within its allocation
+ * size class (idle-group memory budget, docs/raft.md). */
+FL_STATIC_ASSERT(sizeof(struct fl_raft) <= 320, "an idle group's fl_raft fits 320 bytes");
 
 /* vector.c-like helpers (raft.c) */
 void *fl_raft_vector_push(fl_raft_vector *vector, size_t item_size, uint32_t bound);
@@ -165,6 +189,26 @@ int fl_raft_conf_apply_changes(const fl_raft_conf *current, const fl_raft_change
 void fl_raft_conf_leave_joint(const fl_raft_conf *current, fl_raft_conf *out);
 bool fl_raft_conf_is_member(const fl_raft_conf *conf, uint64_t node);
 bool fl_raft_is_promotable(const fl_raft *r);
+
+/* members (conf.c) */
+static inline const uint64_t *fl_raft_voters(const fl_raft *r) {
+  return r->members->ids;
+}
+static inline const uint64_t *fl_raft_outgoing(const fl_raft *r) {
+  return r->members->ids + r->members->voter_count;
+}
+static inline bool fl_raft_is_joint(const fl_raft *r) {
+  return r->members->outgoing_count > 0;
+}
+/* A voter of the incoming or the outgoing configuration. */
+bool fl_raft_has_voter(const fl_raft *r, uint64_t node);
+void fl_raft_get_conf(const fl_raft *r, fl_raft_conf *out);
+/* Makes room for `capacity` ids; 0 or FL_RAFT_E_NOMEM. */
+int fl_raft_members_reserve(fl_raft *r, uint32_t capacity);
+/* Replaces the configuration; the room must be there (busy group). */
+void fl_raft_set_conf(fl_raft *r, const fl_raft_conf *conf);
+/* Trims the allocation to the ids the group has. */
+void fl_raft_members_fit(fl_raft *r);
 
 /* quorum.c */
 typedef enum fl_vote_result { FL_VOTE_PENDING, FL_VOTE_LOST, FL_VOTE_WON } fl_vote_result;

@@ -58,17 +58,18 @@ static bool round_in_flight(const fl_raft *r) {
 /* Releases every read whose round a quorum confirmed; starts the next round. */
 void fl_raft_release_reads(fl_raft *r) {
   uint64_t confirmed = fl_raft_quorum_index(r, fl_raft_read_round_of);
-  fl_raft_pending_read *reads = r->reads.items;
+  fl_raft_vector *pending = &r->outbox->reads;
+  fl_raft_pending_read *reads = pending->items;
   uint32_t kept = 0;
   bool next_round_waiting = false;
-  for (uint32_t i = 0; i < r->reads.count; i++) {
+  for (uint32_t i = 0; i < pending->count; i++) {
     bool released = reads[i].index != 0 && reads[i].round <= confirmed;
     if (!released || answer_read(r, &reads[i]) != 0) {
       next_round_waiting = next_round_waiting || reads[i].round > r->read_round_sent;
       reads[kept++] = reads[i];
     }
   }
-  r->reads.count = kept;
+  pending->count = kept;
   if (next_round_waiting && !round_in_flight(r)) {
     start_round(r);
     fl_raft_release_reads(r); /* a single-voter group confirms at once */
@@ -82,13 +83,14 @@ static void assign_read(fl_raft *r, fl_raft_pending_read *read) {
 
 /* The leader's first commit of its term makes its commit index current. */
 void fl_raft_assign_waiting_reads(fl_raft *r) {
-  fl_raft_pending_read *reads = r->reads.items;
-  for (uint32_t i = 0; i < r->reads.count; i++) {
+  fl_raft_vector *pending = &r->outbox->reads;
+  fl_raft_pending_read *reads = pending->items;
+  for (uint32_t i = 0; i < pending->count; i++) {
     if (reads[i].index == 0) {
       assign_read(r, &reads[i]);
     }
   }
-  if (r->reads.count > 0) {
+  if (pending->count > 0) {
     fl_raft_release_reads(r);
   }
 }
@@ -99,7 +101,7 @@ int fl_raft_register_read(fl_raft *r, uint64_t context, uint64_t from) {
     return answer_read(r, &read);
   }
   fl_raft_pending_read *read =
-      fl_raft_vector_push(&r->reads, sizeof(*read), FL_RAFT_MAX_PENDING_READS);
+      fl_raft_vector_push(&r->outbox->reads, sizeof(*read), FL_RAFT_MAX_PENDING_READS);
   if (read == NULL) {
     return FL_RAFT_E_BUSY;
   }
@@ -150,5 +152,7 @@ void fl_raft_handle_read_index_response(fl_raft *r, const fl_raft_message *m) {
 }
 
 void fl_raft_drop_reads(fl_raft *r) {
-  r->reads.count = 0;
+  if (r->outbox != NULL) {
+    r->outbox->reads.count = 0;
+  }
 }

@@ -244,7 +244,7 @@ void fl_raft_handle_snapshot(fl_raft *r, const fl_raft_message *m) {
     }
   }
   *r->pending_snapshot = *meta;
-  r->conf = meta->conf;
+  fl_raft_set_conf(r, &meta->conf);
   fl_raft_log_restore(r, meta);
   respond_append(r, m->from, meta->index);
 }

@@ -47,10 +47,11 @@ static void record_write(fl_raft *r, fl_raft_update *u) {
     end = u->snapshot->index;
   }
   fl_raft_write w = {.id = u->write_id, .end_index = end, .term = r->term, .vote = r->vote};
-  fl_raft_write *slot = fl_raft_vector_push(&r->writes, sizeof(w), FL_RAFT_MAX_WRITES_IN_FLIGHT);
+  fl_raft_vector *writes = &r->outbox->writes;
+  fl_raft_write *slot = fl_raft_vector_push(writes, sizeof(w), FL_RAFT_MAX_WRITES_IN_FLIGHT);
   if (slot == NULL) {
     /* Full: fold into the newest write; both then complete together. */
-    slot = &FL_VECTOR_AT(&r->writes, fl_raft_write, r->writes.count - 1);
+    slot = &FL_VECTOR_AT(writes, fl_raft_write, writes->count - 1);
     w.end_index = end != 0 ? end : slot->end_index;
   }
   *slot = w;
@@ -64,7 +65,7 @@ static void fill_write(fl_raft *r, fl_raft_update *u) {
   u->entries = r->unstable.items;
   u->entry_count = r->unstable.count;
   u->has_write = u->hard_state_changed || u->snapshot != NULL || u->entry_count > 0;
-  if (!u->has_write && r->outbox->after_write.count > 0 && r->writes.count > 0) {
+  if (!u->has_write && r->outbox->after_write.count > 0 && r->outbox->writes.count > 0) {
     u->has_write = true; /* an ordering barrier behind the writes in flight */
   }
   if (u->has_write) {

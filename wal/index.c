@@ -12,6 +12,7 @@
  */
 #include "wal/wal_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,20 +30,17 @@ wal_group_index *wal_index_find(const wal_group_table *table, uint64_t group) {
   }
   uint32_t mask = table->capacity - 1;
   for (uint32_t i = (uint32_t)hash_group(group) & mask;; i = (i + 1) & mask) {
-    wal_group_index *slot = &table->slots[i];
-    if (slot->id == group) {
+    wal_group_index *slot = table->slots[i];
+    if (slot == NULL || slot->id == group) {
       return slot;
-    }
-    if (slot->id == 0) {
-      return NULL;
     }
   }
 }
 
-static wal_group_index *insert_slot(wal_group_table *table, uint64_t group) {
+static wal_group_index **free_slot(wal_group_table *table, uint64_t group) {
   uint32_t mask = table->capacity - 1;
   uint32_t i = (uint32_t)hash_group(group) & mask;
-  while (table->slots[i].id != 0) {
+  while (table->slots[i] != NULL) {
     i = (i + 1) & mask;
   }
   return &table->slots[i];
@@ -50,15 +48,15 @@ static wal_group_index *insert_slot(wal_group_table *table, uint64_t group) {
 
 static int grow(wal_group_table *table) {
   uint32_t capacity = table->capacity ? table->capacity * 2 : 64;
-  wal_group_table bigger = {.slots = calloc(capacity, sizeof(wal_group_index)),
+  wal_group_table bigger = {.slots = calloc(capacity, sizeof(*table->slots)),
                             .capacity = capacity,
                             .count = table->count};
   if (bigger.slots == NULL) {
     return -ENOMEM;
   }
   for (uint32_t i = 0; i < table->capacity; i++) {
-    if (table->slots[i].id != 0) {
-      *insert_slot(&bigger, table->slots[i].id) = table->slots[i];
+    if (table->slots[i] != NULL) {
+      *free_slot(&bigger, table->slots[i]->id) = table->slots[i];
     }
   }
   free(table->slots);
@@ -74,66 +72,138 @@ wal_group_index *wal_index_get(wal_group_table *table, uint64_t group) {
   if (2 * (table->count + 1) > table->capacity && grow(table) != 0) {
     return NULL;
   }
-  wal_group_index *slot = insert_slot(table, group);
-  memset(slot, 0, sizeof(*slot));
-  slot->id = group;
-  slot->first_index = 1;
-  slot->last_index = 0;
+  wal_group_index *g = calloc(1, sizeof(*g));
+  if (g == NULL) {
+    return NULL;
+  }
+  g->id = group;
+  g->first_index = 1;
+  g->last_index = 0;
+  *free_slot(table, group) = g;
   table->count++;
-  return slot;
+  return g;
 }
 
 static void release_group(wal_group_index *g) {
   free(g->runs);
-  free(g->terms);
+  if (g->term_capacity > 1) {
+    free(g->term_storage.many);
+  }
+  free(g);
 }
 
 /* Backward-shift deletion keeps probe chains unbroken without tombstones. */
 void wal_index_remove(wal_group_table *table, uint64_t group) {
-  wal_group_index *slot = wal_index_find(table, group);
-  if (slot == NULL) {
+  if (wal_index_find(table, group) == NULL) {
     return;
   }
-  release_group(slot);
   uint32_t mask = table->capacity - 1;
-  uint32_t hole = (uint32_t)(slot - table->slots);
-  for (uint32_t i = (hole + 1) & mask; table->slots[i].id != 0; i = (i + 1) & mask) {
-    uint32_t home = (uint32_t)hash_group(table->slots[i].id) & mask;
+  uint32_t hole = (uint32_t)hash_group(group) & mask;
+  while (table->slots[hole]->id != group) {
+    hole = (hole + 1) & mask;
+  }
+  release_group(table->slots[hole]);
+  for (uint32_t i = (hole + 1) & mask; table->slots[i] != NULL; i = (i + 1) & mask) {
+    uint32_t home = (uint32_t)hash_group(table->slots[i]->id) & mask;
     bool movable = ((i - home) & mask) >= ((i - hole) & mask);
     if (movable) {
       table->slots[hole] = table->slots[i];
       hole = i;
     }
   }
-  memset(&table->slots[hole], 0, sizeof(table->slots[hole]));
+  table->slots[hole] = NULL;
   table->count--;
 }
 
 void wal_index_release(wal_group_table *table) {
   for (uint32_t i = 0; i < table->capacity; i++) {
-    if (table->slots[i].id != 0) {
-      release_group(&table->slots[i]);
+    if (table->slots[i] != NULL) {
+      release_group(table->slots[i]);
     }
   }
   free(table->slots);
   memset(table, 0, sizeof(*table));
 }
 
-static int reserve(void **items, uint32_t *capacity, uint32_t need, size_t item_bytes) {
-  if (need <= *capacity) {
+/*
+ * Run arrays start at one slot and double: most groups are idle with one run
+ * and one term, and a group's array is trimmed again once compaction leaves
+ * it mostly empty (fit_runs, fit_terms), so an idle group never pays for the
+ * traffic it once had.
+ */
+static int reserve_runs(wal_group_index *g, uint32_t need) {
+  if (need <= g->run_capacity) {
     return 0;
   }
-  uint32_t bigger = *capacity ? *capacity * 2 : 4;
+  uint32_t bigger = g->run_capacity ? g->run_capacity * 2 : 1;
   while (bigger < need) {
     bigger *= 2;
   }
-  void *grown = realloc(*items, (size_t)bigger * item_bytes);
+  wal_run *grown = realloc(g->runs, (size_t)bigger * sizeof(wal_run));
   if (grown == NULL) {
     return -ENOMEM;
   }
-  *items = grown;
-  *capacity = bigger;
+  g->runs = grown;
+  g->run_capacity = bigger;
   return 0;
+}
+
+/* A second term moves the term runs from the inline slot to the heap. */
+static int reserve_terms(wal_group_index *g, uint32_t need) {
+  if (need <= 1 || need <= g->term_capacity) {
+    return 0;
+  }
+  bool inline_now = g->term_capacity <= 1;
+  uint32_t bigger = inline_now ? 2 : g->term_capacity * 2;
+  while (bigger < need) {
+    bigger *= 2;
+  }
+  wal_term_run *grown =
+      realloc(inline_now ? NULL : g->term_storage.many, (size_t)bigger * sizeof(wal_term_run));
+  if (grown == NULL) {
+    return -ENOMEM;
+  }
+  if (inline_now && g->term_count == 1) {
+    grown[0] = g->term_storage.one;
+  }
+  g->term_storage.many = grown;
+  g->term_capacity = bigger;
+  return 0;
+}
+
+/* Trims the run array once three quarters of it are unused. */
+static void fit_runs(wal_group_index *g) {
+  if (g->run_count == 0) {
+    free(g->runs);
+    g->runs = NULL;
+    g->run_capacity = 0;
+  } else if (g->run_count * 4 <= g->run_capacity) {
+    wal_run *fitted = realloc(g->runs, (size_t)g->run_count * sizeof(wal_run));
+    if (fitted != NULL) { /* keeping the larger array is harmless */
+      g->runs = fitted;
+      g->run_capacity = g->run_count;
+    }
+  }
+}
+
+/* Back to the inline slot at one term; trimmed like the runs otherwise. */
+static void fit_terms(wal_group_index *g) {
+  if (g->term_capacity <= 1) {
+    return;
+  }
+  if (g->term_count <= 1) {
+    wal_term_run only = g->term_count == 1 ? g->term_storage.many[0] : (wal_term_run){0, 0};
+    free(g->term_storage.many);
+    g->term_storage.one = only;
+    g->term_capacity = 1;
+  } else if (g->term_count * 4 <= g->term_capacity) {
+    wal_term_run *fitted =
+        realloc(g->term_storage.many, (size_t)g->term_count * sizeof(wal_term_run));
+    if (fitted != NULL) {
+      g->term_storage.many = fitted;
+      g->term_capacity = g->term_count;
+    }
+  }
 }
 
 /* Drops everything after keep_through (runs and term runs). */
@@ -144,7 +214,8 @@ static void truncate_after(wal_group_index *g, uint64_t keep_through) {
   if (g->run_count > 0 && g->runs[g->run_count - 1].last_index > keep_through) {
     g->runs[g->run_count - 1].last_index = keep_through;
   }
-  while (g->term_count > 0 && g->terms[g->term_count - 1].first_index > keep_through) {
+  const wal_term_run *terms = wal_index_terms(g);
+  while (g->term_count > 0 && terms[g->term_count - 1].first_index > keep_through) {
     g->term_count--;
   }
   if (g->last_index > keep_through) {
@@ -153,16 +224,17 @@ static void truncate_after(wal_group_index *g, uint64_t keep_through) {
 }
 
 int wal_index_note_term(wal_group_index *g, uint64_t index, uint64_t term) {
-  if (g->term_count > 0 && g->terms[g->term_count - 1].term == term) {
+  const wal_term_run *last = g->term_count > 0 ? &wal_index_terms(g)[g->term_count - 1] : NULL;
+  if (last != NULL && last->term == term) {
     return 0;
   }
-  if (g->term_count > 0 && g->terms[g->term_count - 1].term > term) {
+  if (last != NULL && last->term > term) {
     return -EINVAL; /* terms never decrease along a log */
   }
-  if (reserve((void **)&g->terms, &g->term_capacity, g->term_count + 1, sizeof(wal_term_run))) {
+  if (reserve_terms(g, g->term_count + 1) != 0) {
     return -ENOMEM;
   }
-  g->terms[g->term_count++] = (wal_term_run){.first_index = index, .term = term};
+  wal_index_terms(g)[g->term_count++] = (wal_term_run){.first_index = index, .term = term};
   return 0;
 }
 
@@ -181,7 +253,7 @@ int wal_index_apply_entries(wal_group_index *g, uint64_t first_index, uint32_t c
     g->first_index = first_index;
   }
   truncate_after(g, first_index - 1);
-  if (reserve((void **)&g->runs, &g->run_capacity, g->run_count + 1, sizeof(wal_run)) != 0) {
+  if (reserve_runs(g, g->run_count + 1) != 0) {
     return -ENOMEM;
   }
   g->runs[g->run_count++] = (wal_run){.first_index = first_index,
@@ -198,6 +270,8 @@ int wal_index_reset_log(wal_group_index *g, uint64_t first_index) {
   }
   g->run_count = 0;
   g->term_count = 0;
+  fit_runs(g);
+  fit_terms(g);
   g->first_index = first_index;
   g->last_index = first_index - 1;
   return 0;
@@ -219,12 +293,13 @@ void wal_index_apply_compact(wal_group_index *g, uint64_t index) {
   if (g->run_count > 0 && g->runs[0].first_index <= index) {
     g->runs[0].first_index = index + 1;
   }
+  wal_term_run *terms = wal_index_terms(g);
   uint32_t drop_terms = 0;
-  while (drop_terms + 1 < g->term_count && g->terms[drop_terms + 1].first_index <= index + 1) {
+  while (drop_terms + 1 < g->term_count && terms[drop_terms + 1].first_index <= index + 1) {
     drop_terms++;
   }
   if (drop_terms > 0) {
-    memmove(g->terms, g->terms + drop_terms, (g->term_count - drop_terms) * sizeof(wal_term_run));
+    memmove(terms, terms + drop_terms, (g->term_count - drop_terms) * sizeof(wal_term_run));
     g->term_count -= drop_terms;
   }
   g->first_index = index + 1;
@@ -233,13 +308,16 @@ void wal_index_apply_compact(wal_group_index *g, uint64_t index) {
   }
   if (g->run_count == 0) {
     g->term_count = 0;
-  } else if (g->terms[0].first_index < g->first_index) {
-    g->terms[0].first_index = g->first_index;
+  } else if (terms[0].first_index < g->first_index) {
+    terms[0].first_index = g->first_index;
   }
+  fit_runs(g);
+  fit_terms(g);
 }
 
 int wal_index_apply_snapshot(wal_group_index *g, uint64_t index, uint64_t term, uint64_t segment,
                              uint64_t offset, uint32_t length) {
+  assert(offset < FL_WAL_MAX_SEGMENT_BYTES); /* a record lies inside its segment */
   if (index < g->snapshot_index) {
     return -EINVAL;
   }
@@ -249,7 +327,7 @@ int wal_index_apply_snapshot(wal_group_index *g, uint64_t index, uint64_t term, 
     g->snapshot_index = index;
     g->snapshot_term = term;
     g->snapshot_segment = segment;
-    g->snapshot_offset = offset;
+    g->snapshot_offset = (uint32_t)offset;
     g->snapshot_length = length;
     return 0;
   }
@@ -263,7 +341,7 @@ int wal_index_apply_snapshot(wal_group_index *g, uint64_t index, uint64_t term, 
   g->snapshot_index = index;
   g->snapshot_term = term;
   g->snapshot_segment = segment;
-  g->snapshot_offset = offset;
+  g->snapshot_offset = (uint32_t)offset;
   g->snapshot_length = length;
   return 0;
 }
@@ -276,17 +354,18 @@ int wal_index_term(const wal_group_index *g, uint64_t index, uint64_t *term) {
   if (index < g->first_index || index > g->last_index || g->term_count == 0) {
     return -ENOENT;
   }
+  const wal_term_run *terms = wal_index_terms_const(g);
   uint32_t lo = 0;
   uint32_t hi = g->term_count;
   while (hi - lo > 1) {
     uint32_t mid = lo + (hi - lo) / 2;
-    if (g->terms[mid].first_index <= index) {
+    if (terms[mid].first_index <= index) {
       lo = mid;
     } else {
       hi = mid;
     }
   }
-  *term = g->terms[lo].term;
+  *term = terms[lo].term;
   return 0;
 }
 

@@ -44,8 +44,8 @@ static uint64_t oldest_reference(const wal_group_index *g, bool count_markers) {
 static uint64_t oldest_live_segment(const wal *w, bool count_markers) {
   uint64_t oldest = w->segments[w->segment_count - 1].sequence;
   for (uint32_t i = 0; i < w->groups.capacity; i++) {
-    const wal_group_index *g = &w->groups.slots[i];
-    if (g->id != 0) {
+    const wal_group_index *g = w->groups.slots[i];
+    if (g != NULL) {
       uint64_t reference = oldest_reference(g, count_markers);
       oldest = reference < oldest ? reference : oldest;
     }
@@ -65,8 +65,8 @@ static int for_each_pinning_group(wal *w, uint64_t watermark, bool count_markers
   }
   uint32_t count = 0;
   for (uint32_t i = 0; i < w->groups.capacity; i++) {
-    const wal_group_index *g = &w->groups.slots[i];
-    if (g->id != 0 && oldest_reference(g, count_markers) < watermark) {
+    const wal_group_index *g = w->groups.slots[i];
+    if (g != NULL && oldest_reference(g, count_markers) < watermark) {
       ids[count++] = g->id;
     }
   }

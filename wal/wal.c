@@ -830,8 +830,9 @@ int wal_term_runs(const wal *w, uint64_t group,
   if (g == NULL) {
     return -ENOENT;
   }
+  const wal_term_run *terms = wal_index_terms_const(g);
   for (uint32_t i = 0; i < g->term_count && g->last_index >= g->first_index; i++) {
-    callback(context, g->terms[i].first_index, g->terms[i].term);
+    callback(context, terms[i].first_index, terms[i].term);
   }
   return 0;
 }
@@ -856,8 +857,8 @@ int wal_snapshot_data(wal *w, uint64_t group, void *buffer, uint32_t capacity, u
 
 int wal_groups(const wal *w, void (*callback)(void *context, uint64_t group), void *context) {
   for (uint32_t i = 0; i < w->groups.capacity; i++) {
-    if (w->groups.slots[i].id != 0) {
-      callback(context, w->groups.slots[i].id);
+    if (w->groups.slots[i] != NULL) {
+      callback(context, w->groups.slots[i]->id);
     }
   }
   return 0;

@@ -21,9 +21,15 @@ typedef struct wal_term_run {
   uint64_t term;
 } wal_term_run;
 
-/* One group's index: compact runs, never one pointer per entry. */
+/*
+ * One group's index: compact runs, never one pointer per entry. Each index
+ * is its own allocation (the table holds pointers), so an idle group costs
+ * this struct, one run and no term array: a log of one term keeps its term
+ * run inline. snapshot_offset is a 32-bit record offset: a segment is at most
+ * FL_WAL_MAX_SEGMENT_BYTES long.
+ */
 typedef struct wal_group_index {
-  uint64_t id; /* 0 = free slot */
+  uint64_t id;
   uint64_t first_index;
   uint64_t last_index; /* first_index - 1 when empty */
   wal_hard_state hard_state;
@@ -31,20 +37,34 @@ typedef struct wal_group_index {
   uint64_t snapshot_index;
   uint64_t snapshot_term;
   uint64_t snapshot_segment;
-  uint64_t snapshot_offset; /* record offset of the newest marker */
+  uint32_t snapshot_offset; /* record offset of the newest marker */
   uint32_t snapshot_length;
   wal_run *runs;
   uint32_t run_count;
   uint32_t run_capacity;
-  wal_term_run *terms;
   uint32_t term_count;
-  uint32_t term_capacity;
+  uint32_t term_capacity; /* <= 1: the term runs are term_storage.one */
+  union {
+    wal_term_run *many;
+    wal_term_run one;
+  } term_storage;
 } wal_group_index;
+FL_STATIC_ASSERT(sizeof(wal_group_index) <= 128, "an idle group's index fits 128 bytes");
+FL_STATIC_ASSERT(FL_WAL_MAX_SEGMENT_BYTES <= UINT32_MAX, "record offsets fit 32 bits");
 
-/* Open addressing by group id; grows at 50% load. */
+/* The term runs of a group, wherever they are kept. */
+static inline wal_term_run *wal_index_terms(wal_group_index *g) {
+  return g->term_capacity <= 1 ? &g->term_storage.one : g->term_storage.many;
+}
+static inline const wal_term_run *wal_index_terms_const(const wal_group_index *g) {
+  return g->term_capacity <= 1 ? &g->term_storage.one : g->term_storage.many;
+}
+
+/* Open addressing by group id over pointers (8 bytes a slot, so the 50%
+ * load costs an idle group 16-32 bytes); grows at 50% load. */
 typedef struct wal_group_table {
-  wal_group_index *slots;
-  uint32_t capacity; /* a power of two */
+  wal_group_index **slots; /* NULL = free slot */
+  uint32_t capacity;       /* a power of two */
   uint32_t count;
 } wal_group_table;
 
