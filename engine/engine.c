@@ -11,6 +11,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +85,10 @@ static int check_options(const fl_options *o) {
             o->node_count <= ENGINE_MAX_NODES && o->shard_count <= ENGINE_MAX_SHARDS &&
             o->tick_ms > 0 && o->heartbeat_ticks > 0 && o->election_ticks > o->heartbeat_ticks &&
             o->max_command_bytes > 0 && o->max_command_bytes <= ENGINE_MAX_COMMAND_BYTES &&
-            o->queue_capacity >= 2 && (o->queue_capacity & (o->queue_capacity - 1)) == 0;
+            o->queue_capacity >= 2 && (o->queue_capacity & (o->queue_capacity - 1)) == 0 &&
+            o->request_timeout_ms <= FL_MAX_REQUEST_TIMEOUT_MS;
+  const fl_state_machine *m = o->machine;
+  ok = ok && (m == NULL || (m->create != NULL && m->destroy != NULL && m->apply != NULL));
   bool self_listed = false;
   for (uint32_t i = 0; ok && i < o->node_count; i++) {
     self_listed |= o->nodes[i].node_id == o->node_id;
@@ -216,6 +220,8 @@ static int submit_async(fl_engine *e, shard *s, request *q) {
     free(q);
     return FL_E_CLOSED;
   }
+  uint32_t timeout_ms = e->options.request_timeout_ms;
+  q->deadline_ms = timeout_ms != 0 ? shard_monotonic_ms() + timeout_ms : 0;
   if (!shard_submit(s, q)) {
     free(q);
     return FL_E_BUSY;
@@ -252,6 +258,69 @@ int fl_propose(fl_engine *engine, uint64_t group, const void *data, uint32_t len
     q->propose_callback = callback;
     q->context = context;
   }
+  return submit_async(engine, owner_of(engine, group), q);
+}
+
+/* The bytes of a batch request: the commands one after another (where
+ * the proposing code reads them), then the contexts (aligned), then the
+ * lengths. */
+static size_t batch_layout(uint32_t count, size_t command_bytes, size_t *contexts_at,
+                           size_t *lengths_at) {
+  *contexts_at = (command_bytes + sizeof(void *) - 1) & ~(sizeof(void *) - 1);
+  *lengths_at = *contexts_at + count * sizeof(void *);
+  return *lengths_at + count * sizeof(uint32_t);
+}
+
+/* Checks a batch's commands: 0 and their total bytes, or an FL_E code. */
+static int batch_bytes(const fl_engine *e, const fl_bytes *commands, uint32_t count,
+                       size_t *total) {
+  *total = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    if (commands[i].length > 0 && commands[i].data == NULL) {
+      return FL_E_INVALID;
+    }
+    if (commands[i].length > e->options.max_command_bytes) {
+      return FL_E_TOO_LARGE;
+    }
+    *total += commands[i].length;
+  }
+  return *total <= FL_MAX_BATCH_BYTES ? 0 : FL_E_TOO_LARGE;
+}
+
+int fl_propose_batch(fl_engine *engine, uint64_t group, const fl_bytes *commands, uint32_t count,
+                     fl_propose_callback callback, void *const *contexts) {
+  if (callback == NULL || commands == NULL || contexts == NULL || count == 0 ||
+      count > FL_MAX_BATCH_COMMANDS) {
+    return FL_E_INVALID;
+  }
+  size_t total = 0;
+  int rc = batch_bytes(engine, commands, count, &total);
+  if (rc != 0) {
+    return rc;
+  }
+  size_t contexts_at = 0;
+  size_t lengths_at = 0;
+  size_t bytes = batch_layout(count, total, &contexts_at, &lengths_at);
+  request *q = new_request(REQUEST_PROPOSE_BATCH, group, NULL, (uint32_t)bytes);
+  if (q == NULL) {
+    return FL_E_NOMEM;
+  }
+  FL_STATIC_ASSERT(offsetof(request, data) % sizeof(void *) == 0, "a batch's contexts align");
+  void **copied_contexts = (void **)(q->data + contexts_at);
+  uint32_t *lengths = (uint32_t *)(q->data + lengths_at);
+  uint8_t *out = q->data;
+  for (uint32_t i = 0; i < count; i++) {
+    copied_contexts[i] = contexts[i];
+    lengths[i] = commands[i].length;
+    if (commands[i].length > 0) {
+      memcpy(out, commands[i].data, commands[i].length);
+    }
+    out += commands[i].length;
+  }
+  q->contexts = copied_contexts;
+  q->lengths = lengths;
+  q->command_count = count;
+  q->propose_callback = callback;
   return submit_async(engine, owner_of(engine, group), q);
 }
 
@@ -556,6 +625,26 @@ int fl_kv_get(fl_engine *engine, uint64_t group, const void *key, uint32_t key_l
   if (q != NULL) {
     q->read_mode = mode;
     q->read_callback = callback;
+    q->context = context;
+  }
+  return submit_async(engine, owner_of(engine, group), q);
+}
+
+/* ---- reads of a user state machine ----------------------------------- */
+
+int fl_query(fl_engine *engine, uint64_t group, const void *query, uint32_t length,
+             fl_read_mode mode, fl_propose_callback callback, void *context) {
+  if (callback == NULL || (length > 0 && query == NULL) || mode > FL_READ_LOCAL ||
+      !engine->custom_machine || engine->machine.query == NULL) {
+    return FL_E_INVALID;
+  }
+  if (length > engine->options.max_command_bytes) {
+    return FL_E_TOO_LARGE;
+  }
+  request *q = new_request(REQUEST_QUERY, group, query, length);
+  if (q != NULL) {
+    q->read_mode = mode;
+    q->propose_callback = callback;
     q->context = context;
   }
   return submit_async(engine, owner_of(engine, group), q);

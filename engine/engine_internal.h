@@ -6,6 +6,7 @@
  *   replica.c   one group's replica on a shard: the Raft driver
  *   machine.c   the state machine behind a replica (built-in KV or user)
  *   expiry.c    the leader's EXPIRE_SWEEP proposals, timed by a heap
+ *   deadline.c  request_timeout_ms: calls past their deadline, by a heap
  *   network.c   Raft messages to and from the transport, batched per peer
  *   arena.c     per-iteration memory for entry bytes handed to Raft
  *
@@ -47,7 +48,9 @@ void arena_release(arena *a);
 
 typedef enum request_type {
   REQUEST_PROPOSE,
+  REQUEST_PROPOSE_BATCH,
   REQUEST_READ,
+  REQUEST_QUERY,
   REQUEST_CREATE_GROUP,
   REQUEST_JOIN_GROUP,
   REQUEST_REMOVE_GROUP,
@@ -63,7 +66,10 @@ typedef enum request_type {
 /* One call into a shard. Asynchronous ones carry a callback; blocking ones
  * a semaphore the caller waits on and `result` to read after. The request
  * (and `data`, allocated with it) is freed by the shard for asynchronous
- * calls, by the caller for blocking ones. */
+ * calls, by the caller for blocking ones. A batch of proposals is one
+ * request of command_count commands: their lengths and contexts are
+ * arrays in the same allocation, the commands' bytes follow one another
+ * in `data`. */
 typedef struct request {
   request_type type;
   uint64_t group;
@@ -72,6 +78,11 @@ typedef struct request {
   fl_propose_callback propose_callback;
   fl_read_callback read_callback;
   void *context;
+  uint64_t deadline_ms;    /* monotonic; 0: none (fl_options.request_timeout_ms) */
+  uint32_t length;         /* of data */
+  uint32_t command_count;  /* a batch */
+  const uint32_t *lengths; /* a batch: command_count lengths */
+  void *const *contexts;   /* a batch: command_count contexts */
   fl_read_mode read_mode;
   uint64_t node;           /* change, transfer */
   fl_change_type change;   /* change */
@@ -82,9 +93,12 @@ typedef struct request {
   uint32_t out_count;
   struct request *next; /* on a replica's proposal or read list */
   uint64_t read_index;  /* reads: the index to wait for */
-  uint32_t length;
-  uint8_t data[]; /* command or key */
+  uint8_t data[];       /* command, key or query; a batch's commands */
 } request;
+
+/* Answers an asynchronous request that failed with status and frees it
+ * (every command of a batch is answered); posts a blocking one. */
+void request_fail(request *q, int status);
 
 /* ---- a replica --------------------------------------------------------- */
 
@@ -100,6 +114,7 @@ typedef struct pending_proposal {
   uint64_t term;
   fl_propose_callback callback;
   void *context;
+  uint64_t deadline_ms; /* 0: none */
 } pending_proposal;
 
 /* A message the core wants sent only once a write is durable. */
@@ -120,52 +135,65 @@ typedef struct write_ticket {
   struct write_ticket *next; /* on the shard's durable list */
 } write_ticket;
 
+/* What only a group with work in flight needs: allocated by the first
+ * proposal, read or held message, freed when the group goes quiet (it is
+ * empty then), so an idle group costs none of it. */
+typedef struct replica_pending {
+  pending_proposal *proposals; /* from this node, in index order (a ring) */
+  uint32_t proposal_head;
+  uint32_t proposal_count;
+  uint32_t proposal_capacity;
+  uint32_t batch_count; /* commands gathered this iteration */
+  request *batch_head;  /* their requests */
+  request *batch_tail;
+  request *reads_waiting; /* ReadIndex asked, index not known yet */
+  request *reads_ready;   /* index known, waiting for apply */
+  after_write *after_write_head;
+  after_write *after_write_tail;
+} replica_pending;
+
+/* One per group per node: what an idle group costs, so ordered to leave no
+ * padding and holding only what every group needs (224 bytes: jemalloc's
+ * 224-byte class; checked below). */
 struct replica {
   uint64_t group;
   fl_raft *raft;
   shard *owner;
   fl_raft_storage storage;
-  fl_raft_snapshot_meta snapshot; /* the newest, for the storage callback */
-  void *machine;                  /* kv_store * or the user's state */
+  uint64_t snapshot_index; /* the newest snapshot (its conf: the WAL marker's) */
+  uint64_t snapshot_term;
+  uint64_t snapshot_retry_index; /* a failed save: none before this + snapshot_entries */
+  void *machine;                 /* kv_store * or the user's state */
   uint64_t applied;
   uint64_t applied_term;
+  uint64_t generation;
+  replica_pending *pending;    /* NULL while nothing is in flight */
   snapshot_save *saving;       /* a snapshot being written */
   snapshot_send *sending;      /* streams to followers */
   snapshot_receive *receiving; /* a stream from the leader */
-  replica *next_snapshot;      /* on the shard's snapshot work list */
-  bool snapshot_listed;
-  /* Quiescence (shard.c): a quiet replica is not ticked. */
-  uint32_t active_slot; /* index in the shard's active array, or UINT32_MAX */
-  uint32_t idle_ticks;  /* ticks without activity */
-  bool activity;        /* something happened since the last tick */
-  uint64_t generation;
-  /* proposals from this node, in index order (a ring) */
-  pending_proposal *proposals;
-  uint32_t proposal_head;
-  uint32_t proposal_count;
-  uint32_t proposal_capacity;
-  request *batch_head; /* proposals gathered this iteration */
-  request *batch_tail;
-  uint32_t batch_count;
-  request *reads_waiting; /* ReadIndex asked, index not known yet */
-  request *reads_ready;   /* index known, waiting for apply */
-  after_write *after_write_head;
-  after_write *after_write_tail;
   replica *next_ready;
+  replica *next_leader_report;
+  uint64_t leader;
+  uint64_t term;
+  uint64_t reported_leader; /* what on_leader was last told */
+  uint64_t reported_term;
+  uint64_t expiry_due_ms;   /* the expiry heap's key: the store's next expiry (wall clock) */
+  uint64_t deadline_due_ms; /* the deadline heap's key: <= every waiting call's deadline */
+  /* Quiescence (shard.c): a quiet replica is not ticked. */
+  uint32_t active_slot;   /* index in the shard's active array, or UINT32_MAX */
+  uint32_t idle_ticks;    /* ticks without activity */
+  uint32_t expiry_slot;   /* in the shard's expiry heap, or UINT32_MAX */
+  uint32_t deadline_slot; /* in the shard's deadline heap, or UINT32_MAX */
+  uint8_t role;           /* fl_raft_role */
+  bool activity;          /* something happened since the last tick */
+  bool snapshot_listed;
   bool ready;
   bool removed;              /* closing: what it triggers must not list it anywhere */
   bool leader_reported;      /* on_leader was told of it at least once (shard.c) */
   bool leader_report_listed; /* on the shard's leader report list */
   bool sweep_in_flight;      /* an EXPIRE_SWEEP of it is proposed (expiry.c) */
-  fl_raft_role role;
-  uint32_t expiry_slot;   /* in the shard's expiry heap, or UINT32_MAX */
-  uint64_t expiry_due_ms; /* the heap's key: the store's next expiry (wall clock) */
-  uint64_t leader;
-  uint64_t term;
-  uint64_t reported_leader; /* what on_leader was last told */
-  uint64_t reported_term;
-  replica *next_leader_report;
 };
+FL_STATIC_ASSERT(sizeof(struct replica) <= 224, "an idle group's replica fits 224 bytes");
 
 /* ---- the group table: open addressing by group id -------------------- */
 
@@ -236,8 +264,10 @@ struct shard {
   int failure; /* a fatal disk error: the shard refuses everything */
   sem_t started;
   int start_result;
-  replica *snapshot_head; /* replicas with snapshot work */
-  replica **active;       /* replicas that are ticked (not quiet) */
+  replica **snapshot_list; /* replicas with snapshot work (snapshot_listed) */
+  uint32_t snapshot_count;
+  uint32_t snapshot_capacity;
+  replica **active; /* replicas that are ticked (not quiet) */
   uint32_t active_count;
   uint32_t active_capacity;
   uint64_t next_stream_id;
@@ -261,6 +291,9 @@ struct shard {
   replica **expiring;      /* min-heap by expiry_due_ms (expiry.c) */
   uint32_t expiring_count;
   uint32_t expiring_capacity;
+  replica **deadlines; /* min-heap by deadline_due_ms (deadline.c) */
+  uint32_t deadline_count;
+  uint32_t deadline_capacity;
   /* recovery scratch */
   fl_raft_term_run *term_runs;
   uint32_t term_run_count;
@@ -310,7 +343,7 @@ void replica_step(replica *r, const fl_raft_message *message);
 void replica_add_proposal(replica *r, request *q);
 /* Answers callback when the entry at (index, term) applies (or is lost). */
 void replica_track_proposal(replica *r, uint64_t index, uint64_t term, fl_propose_callback callback,
-                            void *context);
+                            void *context, uint64_t deadline_ms);
 /* Proposes the proposals gathered this iteration as one batch. */
 void replica_propose_batch(replica *r);
 void replica_read(replica *r, request *q);
@@ -330,6 +363,23 @@ void expiry_update(shard *s, replica *r);
 void expiry_tick(shard *s);
 void expiry_release(shard *s);
 
+/* deadline.c */
+/* A call of the replica now waits with this deadline (0: none): the shard
+ * keeps the replica in a heap by its earliest one. O(log groups) when it
+ * becomes the earliest, O(1) otherwise. */
+void deadline_note(shard *s, replica *r, uint64_t deadline_ms);
+/* On a tick: fails the calls whose deadline passed with FL_E_TIMEOUT;
+ * O(1) when none is due. */
+void deadline_tick(shard *s);
+/* The replica leaves the heap (closing). */
+void deadline_forget(shard *s, replica *r);
+void deadline_release(shard *s);
+/* replica.c: fails the replica's calls due by now; returns its earliest
+ * remaining deadline, 0 when none is left. */
+uint64_t replica_expire(replica *r, uint64_t now_ms);
+/* shard.c: CLOCK_MONOTONIC in ms, the clock of the shards' now_ms. */
+uint64_t shard_monotonic_ms(void);
+
 /* machine.c */
 int machine_create(shard *s, uint64_t group, void **machine);
 void machine_destroy(shard *s, void *machine);
@@ -340,5 +390,8 @@ void machine_apply(shard *s, void **machine, const fl_command *commands, uint32_
 uint64_t machine_wall_clock_ms(void);
 int machine_get(shard *s, void *machine, const uint8_t *key, uint32_t key_length,
                 fl_read_callback callback, void *context);
+/* Answers a fl_query of a user machine through its query(). */
+void machine_query(shard *s, void *machine, const uint8_t *query, uint32_t length,
+                   fl_propose_callback callback, void *context);
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "engine/engine_internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,4 +105,14 @@ int machine_get(shard *s, void *machine, const uint8_t *key, uint32_t key_length
   }
   callback(context, 0, entry.value, (uint32_t)entry.value_length);
   return 0;
+}
+
+void machine_query(shard *s, void *machine, const uint8_t *query, uint32_t length,
+                   fl_propose_callback callback, void *context) {
+  const fl_state_machine *m = &s->engine->machine;
+  /* fl_query refuses the KV store and a machine without query() */
+  assert(s->engine->custom_machine && m->query != NULL);
+  fl_result result = {0};
+  m->query(machine, query, length, &result);
+  callback(context, result.status, &result);
 }

@@ -17,6 +17,12 @@
  * an entry at its index with another term means the proposal was lost
  * (FL_E_DROPPED): leadership changed before it committed.
  *
+ * Pending work (this node's proposals, reads, messages held for a write)
+ * lives in r->pending, allocated by the first of them and freed when the
+ * group goes quiet, so an idle group carries none of it. Calls with a
+ * deadline (fl_options.request_timeout_ms) are failed by deadline.c
+ * through replica_expire().
+ *
  * Ownership: the replica owns its core, machine and lists; payloads handed
  * to the core (proposal bytes, entry bytes read from the WAL) live in the
  * shard's arena, which is reset only when no replica holds an un-advanced
@@ -81,9 +87,20 @@ static int storage_entries(void *context, uint64_t lo, uint64_t hi, uint64_t max
   return 0;
 }
 
+/* The configuration of the newest snapshot is the one its WAL marker
+ * holds (every marker is written with it): read back when the core asks,
+ * which is rare (a follower behind the log), instead of a copy per group. */
 static int storage_snapshot(void *context, fl_raft_snapshot_meta *out) {
   replica *r = context;
-  *out = r->snapshot;
+  uint8_t conf_bytes[SNAPSHOT_MAX_CONF_BYTES];
+  uint32_t length = 0;
+  *out = (fl_raft_snapshot_meta){.index = r->snapshot_index, .term = r->snapshot_term};
+  int rc = wal_snapshot_data(r->owner->log, r->group, conf_bytes, sizeof(conf_bytes), &length);
+  if (rc != 0 || (length > 0 && fl_raft_conf_decode(conf_bytes, length, &out->conf) != 0)) {
+    shard_log(r->owner, 3, "group %llu: the snapshot marker's configuration is unreadable",
+              (unsigned long long)r->group);
+    return FL_RAFT_E_UNAVAILABLE;
+  }
   return 0;
 }
 
@@ -117,16 +134,17 @@ static int load_from_wal(replica *r, fl_raft_restore *restore) {
   if (rc != 0) {
     return rc;
   }
-  r->snapshot.index = state.snapshot_index;
-  r->snapshot.term = state.snapshot_term;
-  if (length > 0 && fl_raft_conf_decode(conf_bytes, length, &r->snapshot.conf) != 0) {
+  fl_raft_snapshot_meta snapshot = {.index = state.snapshot_index, .term = state.snapshot_term};
+  if (length > 0 && fl_raft_conf_decode(conf_bytes, length, &snapshot.conf) != 0) {
     return -EUCLEAN;
   }
+  r->snapshot_index = snapshot.index;
+  r->snapshot_term = snapshot.term;
   s->term_run_count = 0;
   wal_term_runs(s->log, r->group, collect_term_run, s);
   *restore = (fl_raft_restore){
       .hard_state = {state.hard_state.term, state.hard_state.vote, state.hard_state.commit},
-      .snapshot = r->snapshot,
+      .snapshot = snapshot,
       .last_index = state.last_index,
       .term_runs = s->term_runs,
       .term_run_count = s->term_run_count,
@@ -150,8 +168,7 @@ static int bootstrap(replica *r, const fl_raft_conf *conf, fl_raft_restore *rest
     rc = rc == 0 ? wal_save_snapshot(r->owner->log, r->group, 0, 0, bytes, (uint32_t)length, NULL)
                  : rc;
   }
-  r->snapshot = (fl_raft_snapshot_meta){.conf = *conf};
-  *restore = (fl_raft_restore){.snapshot = r->snapshot};
+  *restore = (fl_raft_restore){.snapshot = {.conf = *conf}};
   return rc;
 }
 
@@ -172,6 +189,7 @@ int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **o
   r->generation = ++s->generation;
   r->active_slot = UINT32_MAX;
   r->expiry_slot = UINT32_MAX;
+  r->deadline_slot = UINT32_MAX;
   r->storage =
       (fl_raft_storage){.context = r, .entries = storage_entries, .snapshot = storage_snapshot};
   fl_raft_restore restore;
@@ -185,9 +203,9 @@ int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **o
   if (rc == 0) {
     rc = machine_create(s, group, &r->machine);
   }
-  if (rc == 0 && r->snapshot.index > 0) {
-    rc = snapshot_load(r, r->snapshot.index);
-    r->applied_term = r->snapshot.term;
+  if (rc == 0 && r->snapshot_index > 0) {
+    rc = snapshot_load(r, r->snapshot_index);
+    r->applied_term = r->snapshot_term;
   }
   uint64_t self = s->engine->options.node_id;
   if (rc == 0) {
@@ -211,35 +229,63 @@ int replica_open(shard *s, uint64_t group, const fl_raft_conf *conf, replica **o
 
 /* ---- answering callers ---------------------------------------------------- */
 
-static void fail_requests(request *list, int status, bool read) {
+static void fail_requests(request *list, int status) {
   while (list != NULL) {
     request *next = list->next;
-    if (read) {
-      list->read_callback(list->context, status, NULL, 0);
-    } else {
-      list->propose_callback(list->context, status, NULL);
-    }
-    free(list);
+    request_fail(list, status);
     list = next;
   }
 }
 
+/* ---- calls in flight: allocated on demand, released when quiet --------- */
+
+/* The replica's pending work, allocated by the first call or held message;
+ * NULL (no memory) leaves the replica as it was. */
+static replica_pending *pending_for(replica *r) {
+  if (r->pending == NULL) {
+    r->pending = calloc(1, sizeof(*r->pending));
+  }
+  return r->pending;
+}
+
+static bool pending_empty(const replica *r) {
+  const replica_pending *p = r->pending;
+  return p == NULL || (p->proposal_count == 0 && p->batch_count == 0 && p->reads_waiting == NULL &&
+                       p->reads_ready == NULL && p->after_write_head == NULL);
+}
+
+/* A quiet group keeps no pending state: the ring and the struct go. */
+static void release_pending(replica *r) {
+  assert(pending_empty(r));
+  if (r->pending != NULL) {
+    free(r->pending->proposals);
+    free(r->pending);
+    r->pending = NULL;
+  }
+}
+
 static void fail_proposals(replica *r, int status) {
-  while (r->proposal_count > 0) {
-    pending_proposal *p = &r->proposals[r->proposal_head];
-    r->proposal_head = (r->proposal_head + 1) % r->proposal_capacity;
-    r->proposal_count--;
+  if (r->pending == NULL) {
+    return;
+  }
+  while (r->pending->proposal_count > 0) {
+    pending_proposal *p = &r->pending->proposals[r->pending->proposal_head];
+    r->pending->proposal_head = (r->pending->proposal_head + 1) % r->pending->proposal_capacity;
+    r->pending->proposal_count--;
     p->callback(p->context, status, NULL);
   }
 }
 
 static void release_after_write(replica *r) {
-  while (r->after_write_head != NULL) {
-    after_write *next = r->after_write_head->next;
-    free(r->after_write_head);
-    r->after_write_head = next;
+  if (r->pending == NULL) {
+    return;
   }
-  r->after_write_tail = NULL;
+  while (r->pending->after_write_head != NULL) {
+    after_write *next = r->pending->after_write_head->next;
+    free(r->pending->after_write_head);
+    r->pending->after_write_head = next;
+  }
+  r->pending->after_write_tail = NULL;
 }
 
 void replica_close(replica *r, int status) {
@@ -249,65 +295,83 @@ void replica_close(replica *r, int status) {
   /* first: the callbacks below must not put it back on any shard list */
   r->removed = true;
   expiry_update(r->owner, r);
+  deadline_forget(r->owner, r);
   fail_proposals(r, status);
-  fail_requests(r->batch_head, status, false);
-  fail_requests(r->reads_waiting, status, true);
-  fail_requests(r->reads_ready, status, true);
+  if (r->pending != NULL) {
+    fail_requests(r->pending->batch_head, status);
+    fail_requests(r->pending->reads_waiting, status);
+    fail_requests(r->pending->reads_ready, status);
+    r->pending->batch_head = r->pending->reads_waiting = r->pending->reads_ready = NULL;
+    r->pending->batch_count = 0;
+  }
   release_after_write(r);
+  release_pending(r);
   snapshot_abandon(r);
   fl_raft_destroy(r->raft);
   machine_destroy(r->owner, r->machine);
-  free(r->proposals);
   free(r);
 }
 
 /* ---- proposals ------------------------------------------------------------ */
 
 static int grow_proposals(replica *r, uint32_t need) {
-  if (r->proposal_count + need <= r->proposal_capacity) {
+  if (pending_for(r) == NULL) {
+    return -ENOMEM;
+  }
+  if (r->pending->proposal_count + need <= r->pending->proposal_capacity) {
     return 0;
   }
-  uint32_t capacity = r->proposal_capacity ? r->proposal_capacity : 16;
-  while (capacity < r->proposal_count + need) {
+  uint32_t capacity = r->pending->proposal_capacity ? r->pending->proposal_capacity : 16;
+  while (capacity < r->pending->proposal_count + need) {
     capacity *= 2;
   }
   pending_proposal *ring = malloc(capacity * sizeof(*ring));
   if (ring == NULL) {
     return -ENOMEM;
   }
-  for (uint32_t i = 0; i < r->proposal_count; i++) {
-    ring[i] = r->proposals[(r->proposal_head + i) % r->proposal_capacity];
+  for (uint32_t i = 0; i < r->pending->proposal_count; i++) {
+    ring[i] =
+        r->pending->proposals[(r->pending->proposal_head + i) % r->pending->proposal_capacity];
   }
-  free(r->proposals);
-  r->proposals = ring;
-  r->proposal_head = 0;
-  r->proposal_capacity = capacity;
+  free(r->pending->proposals);
+  r->pending->proposals = ring;
+  r->pending->proposal_head = 0;
+  r->pending->proposal_capacity = capacity;
   return 0;
 }
 
 void replica_track_proposal(replica *r, uint64_t index, uint64_t term, fl_propose_callback callback,
-                            void *context) {
+                            void *context, uint64_t deadline_ms) {
   if (grow_proposals(r, 1) != 0) {
     callback(context, FL_E_NOMEM, NULL);
     return;
   }
-  uint32_t slot = (r->proposal_head + r->proposal_count) % r->proposal_capacity;
-  r->proposals[slot] =
-      (pending_proposal){.index = index, .term = term, .callback = callback, .context = context};
-  r->proposal_count++;
+  uint32_t slot =
+      (r->pending->proposal_head + r->pending->proposal_count) % r->pending->proposal_capacity;
+  r->pending->proposals[slot] = (pending_proposal){.index = index,
+                                                   .term = term,
+                                                   .callback = callback,
+                                                   .context = context,
+                                                   .deadline_ms = deadline_ms};
+  r->pending->proposal_count++;
+  deadline_note(r->owner, r, deadline_ms);
 }
 
 void replica_add_proposal(replica *r, request *q) {
   r->activity = true;
   shard_wake(r->owner, r);
-  q->next = NULL;
-  if (r->batch_tail != NULL) {
-    r->batch_tail->next = q;
-  } else {
-    r->batch_head = q;
+  if (pending_for(r) == NULL) {
+    request_fail(q, FL_E_NOMEM);
+    return;
   }
-  r->batch_tail = q;
-  r->batch_count++;
+  q->next = NULL;
+  if (r->pending->batch_tail != NULL) {
+    r->pending->batch_tail->next = q;
+  } else {
+    r->pending->batch_head = q;
+  }
+  r->pending->batch_tail = q;
+  r->pending->batch_count += q->type == REQUEST_PROPOSE_BATCH ? q->command_count : 1;
   shard_mark_ready(r->owner, r);
 }
 
@@ -326,65 +390,113 @@ static int propose_status(int raft_error) {
   }
 }
 
-/* Proposes the gathered batch in chunks the core accepts at once. The
- * request structs (and their bytes) stay alive until the drain's advance:
- * they go to the shard's arena-lifetime free list. */
-static void propose_chunk(replica *r, request **cursor, uint32_t count, request **done) {
+/* The gathered commands, walked one at a time across requests (a batch
+ * request holds many, one after another in its bytes). */
+typedef struct command_cursor {
+  request *request;
+  uint32_t position; /* in the request */
+  uint32_t offset;   /* of that command's bytes */
+  request *done;     /* requests walked past, for the deferred free */
+} command_cursor;
+
+/* Up to REPLICA_PROPOSE_CHUNK commands handed to the core in one call. */
+typedef struct propose_chunk {
+  uint32_t count;
   const uint8_t *data[REPLICA_PROPOSE_CHUNK];
   uint32_t lengths[REPLICA_PROPOSE_CHUNK];
-  request *q = *cursor;
-  for (uint32_t i = 0; i < count; i++, q = q->next) {
-    data[i] = q->data;
-    lengths[i] = q->length;
+  fl_propose_callback callbacks[REPLICA_PROPOSE_CHUNK];
+  void *contexts[REPLICA_PROPOSE_CHUNK];
+  uint64_t deadlines[REPLICA_PROPOSE_CHUNK];
+} propose_chunk;
+
+static void take_command(command_cursor *cursor, propose_chunk *chunk) {
+  request *q = cursor->request;
+  uint32_t i = chunk->count++;
+  chunk->callbacks[i] = q->propose_callback;
+  chunk->deadlines[i] = q->deadline_ms;
+  if (q->type != REQUEST_PROPOSE_BATCH) {
+    chunk->data[i] = q->data;
+    chunk->lengths[i] = q->length;
+    chunk->contexts[i] = q->context;
+    cursor->position = 1;
+  } else {
+    chunk->data[i] = q->data + cursor->offset;
+    chunk->lengths[i] = q->lengths[cursor->position];
+    chunk->contexts[i] = q->contexts[cursor->position];
+    cursor->offset += q->lengths[cursor->position++];
   }
-  int rc = grow_proposals(r, count);
-  rc = rc == 0 ? fl_raft_propose(r->raft, data, lengths, count) : FL_RAFT_E_NOMEM;
-  fl_raft_status status;
-  fl_raft_get_status(r->raft, &status);
-  q = *cursor;
-  for (uint32_t i = 0; i < count; i++) {
-    request *next = q->next;
-    if (rc == 0) {
-      uint32_t slot = (r->proposal_head + r->proposal_count) % r->proposal_capacity;
-      r->proposals[slot] = (pending_proposal){.index = status.last_index - count + 1 + i,
-                                              .term = status.term,
-                                              .callback = q->propose_callback,
-                                              .context = q->context};
-      r->proposal_count++;
-    } else {
-      q->propose_callback(q->context, propose_status(rc), NULL);
-    }
-    q->next = *done;
-    *done = q;
-    q = next;
+  uint32_t commands = q->type == REQUEST_PROPOSE_BATCH ? q->command_count : 1;
+  if (cursor->position == commands) {
+    cursor->request = q->next;
+    cursor->position = cursor->offset = 0;
+    q->next = cursor->done;
+    cursor->done = q;
   }
-  *cursor = q;
 }
 
-void replica_propose_batch(replica *r) {
-  request *done = NULL;
-  request *cursor = r->batch_head;
-  uint32_t left = r->batch_count;
-  while (left > 0) {
-    uint32_t count = left < REPLICA_PROPOSE_CHUNK ? left : REPLICA_PROPOSE_CHUNK;
-    propose_chunk(r, &cursor, count, &done);
-    left -= count;
+/* Proposes one chunk; each command is tracked, or answered at once when
+ * the core refused the chunk. */
+static void propose_chunk_now(replica *r, const propose_chunk *chunk) {
+  int rc = grow_proposals(r, chunk->count);
+  rc = rc == 0 ? fl_raft_propose(r->raft, chunk->data, chunk->lengths, chunk->count)
+               : FL_RAFT_E_NOMEM;
+  fl_raft_status status;
+  fl_raft_get_status(r->raft, &status);
+  for (uint32_t i = 0; i < chunk->count; i++) {
+    if (rc != 0) {
+      chunk->callbacks[i](chunk->contexts[i], propose_status(rc), NULL);
+      continue;
+    }
+    uint32_t slot =
+        (r->pending->proposal_head + r->pending->proposal_count) % r->pending->proposal_capacity;
+    r->pending->proposals[slot] =
+        (pending_proposal){.index = status.last_index - chunk->count + 1 + i,
+                           .term = status.term,
+                           .callback = chunk->callbacks[i],
+                           .context = chunk->contexts[i],
+                           .deadline_ms = chunk->deadlines[i]};
+    r->pending->proposal_count++;
+    deadline_note(r->owner, r, chunk->deadlines[i]);
   }
-  r->batch_head = r->batch_tail = NULL;
-  r->batch_count = 0;
-  shard_defer_free(r->owner, done);
+}
+
+/* Proposes the gathered commands in chunks the core accepts at once, in
+ * order. The requests (and their bytes) stay alive until the drain's
+ * advance: they go to the shard's arena-lifetime free list. */
+void replica_propose_batch(replica *r) {
+  command_cursor cursor = {.request = r->pending->batch_head};
+  propose_chunk *chunk = arena_allocate(&r->owner->scratch, sizeof(*chunk));
+  uint32_t left = r->pending->batch_count;
+  while (left > 0) {
+    if (chunk == NULL) {
+      fail_requests(cursor.request, FL_E_NOMEM);
+      break;
+    }
+    chunk->count = 0;
+    while (chunk->count < REPLICA_PROPOSE_CHUNK && left > 0) {
+      take_command(&cursor, chunk);
+      left--;
+    }
+    propose_chunk_now(r, chunk);
+  }
+  r->pending->batch_head = r->pending->batch_tail = NULL;
+  r->pending->batch_count = 0;
+  shard_defer_free(r->owner, cursor.done);
 }
 
 /* Answers the proposals whose entries are at or below `index`. */
 static void resolve_proposals(replica *r, const fl_raft_entry *entry, const fl_result *result) {
-  while (r->proposal_count > 0) {
-    pending_proposal *p = &r->proposals[r->proposal_head];
+  if (r->pending == NULL) {
+    return;
+  }
+  while (r->pending->proposal_count > 0) {
+    pending_proposal *p = &r->pending->proposals[r->pending->proposal_head];
     if (p->index > entry->index) {
       return;
     }
     bool mine = p->index == entry->index && p->term == entry->term;
-    r->proposal_head = (r->proposal_head + 1) % r->proposal_capacity;
-    r->proposal_count--;
+    r->pending->proposal_head = (r->pending->proposal_head + 1) % r->pending->proposal_capacity;
+    r->pending->proposal_count--;
     if (mine) {
       p->callback(p->context, result != NULL ? result->status : 0, result);
     } else {
@@ -395,35 +507,52 @@ static void resolve_proposals(replica *r, const fl_raft_entry *entry, const fl_r
 
 /* ---- reads ---------------------------------------------------------------- */
 
+/* Answers a read (fl_kv_get) or a query (fl_query) from the state now,
+ * and frees it. */
+static void serve_read(replica *r, request *q) {
+  if (q->type == REQUEST_QUERY) {
+    machine_query(r->owner, r->machine, q->data, q->length, q->propose_callback, q->context);
+  } else {
+    machine_get(r->owner, r->machine, q->data, q->length, q->read_callback, q->context);
+  }
+  free(q);
+}
+
 void replica_read(replica *r, request *q) {
   r->activity = true;
   shard_wake(r->owner, r);
   if (q->read_mode == FL_READ_LOCAL) {
-    machine_get(r->owner, r->machine, q->data, q->length, q->read_callback, q->context);
-    free(q);
+    serve_read(r, q);
+    return;
+  }
+  if (pending_for(r) == NULL) {
+    request_fail(q, FL_E_NOMEM);
     return;
   }
   q->read_index = ++r->owner->next_context;
   int rc = fl_raft_read_index(r->raft, q->read_index);
   if (rc != 0) {
-    q->read_callback(q->context, rc == FL_RAFT_E_BUSY ? FL_E_BUSY : FL_E_UNAVAILABLE, NULL, 0);
-    free(q);
+    request_fail(q, rc == FL_RAFT_E_BUSY ? FL_E_BUSY : FL_E_UNAVAILABLE);
     return;
   }
-  q->next = r->reads_waiting;
-  r->reads_waiting = q;
+  q->next = r->pending->reads_waiting;
+  r->pending->reads_waiting = q;
+  deadline_note(r->owner, r, q->deadline_ms);
   shard_mark_ready(r->owner, r);
 }
 
 static void take_read_states(replica *r, const fl_raft_read_state *states, uint32_t count) {
+  if (r->pending == NULL) {
+    return;
+  }
   for (uint32_t i = 0; i < count; i++) {
-    for (request **link = &r->reads_waiting; *link != NULL; link = &(*link)->next) {
+    for (request **link = &r->pending->reads_waiting; *link != NULL; link = &(*link)->next) {
       request *q = *link;
       if (q->read_index == states[i].context) {
         *link = q->next;
         q->read_index = states[i].index;
-        q->next = r->reads_ready;
-        r->reads_ready = q;
+        q->next = r->pending->reads_ready;
+        r->pending->reads_ready = q;
         break;
       }
     }
@@ -431,16 +560,65 @@ static void take_read_states(replica *r, const fl_raft_read_state *states, uint3
 }
 
 static void serve_reads(replica *r) {
-  for (request **link = &r->reads_ready; *link != NULL;) {
+  if (r->pending == NULL) {
+    return;
+  }
+  for (request **link = &r->pending->reads_ready; *link != NULL;) {
     request *q = *link;
     if (q->read_index > r->applied) {
       link = &q->next;
       continue;
     }
     *link = q->next;
-    machine_get(r->owner, r->machine, q->data, q->length, q->read_callback, q->context);
-    free(q);
+    serve_read(r, q);
   }
+}
+
+/* ---- deadlines (deadline.c) ------------------------------------------------ */
+
+/* Fails the reads of a list due by now; returns the earliest deadline left
+ * in it (UINT64_MAX: none). */
+static uint64_t expire_reads(request **list, uint64_t now_ms) {
+  uint64_t earliest = UINT64_MAX;
+  for (request **link = list; *link != NULL;) {
+    request *q = *link;
+    if (q->deadline_ms != 0 && q->deadline_ms <= now_ms) {
+      *link = q->next;
+      request_fail(q, FL_E_TIMEOUT);
+      continue;
+    }
+    if (q->deadline_ms != 0 && q->deadline_ms < earliest) {
+      earliest = q->deadline_ms;
+    }
+    link = &q->next;
+  }
+  return earliest;
+}
+
+/* Proposals are in index order, which is their order of arrival, so the
+ * oldest deadlines are at the front (calls from several threads may be a
+ * little out of order: one expires at most a tick late). The command of a
+ * timed-out proposal may still commit: only its answer is given up. */
+uint64_t replica_expire(replica *r, uint64_t now_ms) {
+  if (r->pending == NULL) {
+    return 0;
+  }
+  uint64_t earliest = UINT64_MAX;
+  while (r->pending->proposal_count > 0) {
+    pending_proposal *p = &r->pending->proposals[r->pending->proposal_head];
+    if (p->deadline_ms == 0 || p->deadline_ms > now_ms) {
+      earliest = p->deadline_ms != 0 ? p->deadline_ms : earliest;
+      break;
+    }
+    r->pending->proposal_head = (r->pending->proposal_head + 1) % r->pending->proposal_capacity;
+    r->pending->proposal_count--;
+    p->callback(p->context, FL_E_TIMEOUT, NULL);
+  }
+  uint64_t reads = expire_reads(&r->pending->reads_waiting, now_ms);
+  earliest = reads < earliest ? reads : earliest;
+  reads = expire_reads(&r->pending->reads_ready, now_ms);
+  earliest = reads < earliest ? reads : earliest;
+  return earliest == UINT64_MAX ? 0 : earliest;
 }
 
 /* ---- one update ----------------------------------------------------------- */
@@ -557,17 +735,20 @@ static after_write *copy_message(const fl_raft_message *m, uint64_t write_id) {
 }
 
 static int hold_after_write(replica *r, const fl_raft_update *u) {
+  if (u->message_after_write_count > 0 && pending_for(r) == NULL) {
+    return -ENOMEM;
+  }
   for (uint32_t i = 0; i < u->message_after_write_count; i++) {
     after_write *copy = copy_message(&u->messages_after_write[i], u->write_id);
     if (copy == NULL) {
       return -ENOMEM;
     }
-    if (r->after_write_tail != NULL) {
-      r->after_write_tail->next = copy;
+    if (r->pending->after_write_tail != NULL) {
+      r->pending->after_write_tail->next = copy;
     } else {
-      r->after_write_head = copy;
+      r->pending->after_write_head = copy;
     }
-    r->after_write_tail = copy;
+    r->pending->after_write_tail = copy;
   }
   return 0;
 }
@@ -625,10 +806,10 @@ static void note_role(replica *r, const fl_raft_update *u) {
   if (role_changed) {
     expiry_update(r->owner, r); /* only a leader sweeps */
   }
-  if (lost || leader_changed) {
+  if ((lost || leader_changed) && r->pending != NULL) {
     /* the core dropped its pending reads: callers retry elsewhere */
-    fail_requests(r->reads_waiting, FL_E_UNAVAILABLE, true);
-    r->reads_waiting = NULL;
+    fail_requests(r->pending->reads_waiting, FL_E_UNAVAILABLE);
+    r->pending->reads_waiting = NULL;
   }
 }
 
@@ -666,7 +847,7 @@ static int handle_update(replica *r, const fl_raft_update *u) {
 }
 
 void replica_drain(replica *r) {
-  if (r->batch_count > 0) {
+  if (r->pending != NULL && r->pending->batch_count > 0) {
     replica_propose_batch(r);
   }
   while (fl_raft_has_update(r->raft)) {
@@ -732,8 +913,7 @@ bool replica_may_quiesce(replica *r) {
   }
   r->idle_ticks++;
   if (e->options.lease_read || r->idle_ticks < 2 * e->options.heartbeat_ticks ||
-      r->proposal_count > 0 || r->batch_count > 0 || r->reads_waiting != NULL ||
-      r->reads_ready != NULL || r->after_write_head != NULL || r->snapshot_listed) {
+      !pending_empty(r) || r->snapshot_listed) {
     return false;
   }
   fl_raft_status status;
@@ -744,26 +924,31 @@ bool replica_may_quiesce(replica *r) {
   if (!settled) {
     return false;
   }
-  if (status.role == FL_RAFT_LEADER) {
-    return followers_caught_up(r, &status);
-  }
   /* a leader that removed itself no longer leads anything: stay awake to
    * elect a new one */
-  return status.role == FL_RAFT_FOLLOWER && fl_raft_conf_has_voter(&status.conf, status.leader) &&
-         network_node_alive(r->owner, status.leader);
+  bool quiet = status.role == FL_RAFT_LEADER
+                   ? followers_caught_up(r, &status)
+                   : status.role == FL_RAFT_FOLLOWER &&
+                         fl_raft_conf_has_voter(&status.conf, status.leader) &&
+                         network_node_alive(r->owner, status.leader);
+  if (quiet) {
+    release_pending(r);
+  }
+  return quiet;
 }
 
 /* A write is durable: tell the core, then send what waited for it. */
 void replica_persisted(replica *r, uint64_t write_id) {
   fl_raft_persisted(r->raft, write_id);
-  while (r->after_write_head != NULL && r->after_write_head->write_id <= write_id) {
-    after_write *first = r->after_write_head;
-    r->after_write_head = first->next;
+  replica_pending *p = r->pending;
+  while (p != NULL && p->after_write_head != NULL && p->after_write_head->write_id <= write_id) {
+    after_write *first = p->after_write_head;
+    p->after_write_head = first->next;
     network_send(r->owner, r->group, &first->message);
     free(first);
   }
-  if (r->after_write_head == NULL) {
-    r->after_write_tail = NULL;
+  if (p != NULL && p->after_write_head == NULL) {
+    p->after_write_tail = NULL;
   }
   shard_mark_ready(r->owner, r);
 }

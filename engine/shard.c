@@ -48,7 +48,7 @@
 #define SHARD_COLLECTION_INTERVAL_MS 1000u
 #define SHARD_COLLECTION_MIN_SEGMENTS 3u
 
-static uint64_t monotonic_ms(void) {
+uint64_t shard_monotonic_ms(void) {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
@@ -193,19 +193,33 @@ void shard_wake_led_by(shard *s, uint64_t node) {
   }
 }
 
+/* The snapshot work list is an array in the shard rather than a link in
+ * every replica: few groups ever have snapshot work at once, and every
+ * replica's byte counts. */
 void shard_mark_snapshot_work(shard *s, replica *r) {
   if (r->snapshot_listed) {
     return;
   }
+  if (s->snapshot_count == s->snapshot_capacity) {
+    uint32_t capacity = s->snapshot_capacity ? s->snapshot_capacity * 2 : 16;
+    replica **grown = realloc(s->snapshot_list, capacity * sizeof(*grown));
+    if (grown == NULL) {
+      shard_fail(s, -ENOMEM, "listing snapshot work");
+      return;
+    }
+    s->snapshot_list = grown;
+    s->snapshot_capacity = capacity;
+  }
   r->snapshot_listed = true;
-  r->next_snapshot = s->snapshot_head;
-  s->snapshot_head = r;
+  s->snapshot_list[s->snapshot_count++] = r;
 }
 
 static void unlist_snapshot_work(shard *s, replica *r) {
-  for (replica **link = &s->snapshot_head; *link != NULL; link = &(*link)->next_snapshot) {
-    if (*link == r) {
-      *link = r->next_snapshot;
+  for (uint32_t i = 0; i < s->snapshot_count; i++) {
+    if (s->snapshot_list[i] == r) {
+      memmove(&s->snapshot_list[i], &s->snapshot_list[i + 1],
+              (s->snapshot_count - i - 1) * sizeof(replica *));
+      s->snapshot_count--;
       r->snapshot_listed = false;
       return;
     }
@@ -231,9 +245,12 @@ static void maybe_collect_garbage(shard *s) {
   s->last_collection_ms = s->now_ms;
 }
 
+/* Advances every listed replica's snapshot work; the ones done leave the
+ * list (kept in order, compacted in place). */
 static void snapshot_work(shard *s) {
-  for (replica **link = &s->snapshot_head; *link != NULL;) {
-    replica *r = *link;
+  uint32_t kept = 0;
+  for (uint32_t i = 0; i < s->snapshot_count; i++) {
+    replica *r = s->snapshot_list[i];
     if (r->saving != NULL) {
       int rc = snapshot_continue(r, SHARD_SNAPSHOT_SLICE_BYTES);
       if (rc < 0) {
@@ -246,12 +263,12 @@ static void snapshot_work(shard *s) {
       snapshot_send_continue(r, SHARD_SNAPSHOT_SLICE_BYTES);
     }
     if (!snapshot_busy(r)) {
-      *link = r->next_snapshot;
       r->snapshot_listed = false;
     } else {
-      link = &r->next_snapshot;
+      s->snapshot_list[kept++] = r;
     }
   }
+  s->snapshot_count = kept;
   maybe_collect_garbage(s);
 }
 
@@ -365,11 +382,18 @@ static void finish_blocking(request *q, int result) {
   sem_post(q->done);
 }
 
-static void answer_failed(request *q, int status) {
+void request_fail(request *q, int status) {
   switch (q->type) {
   case REQUEST_PROPOSE:
   case REQUEST_CHANGE:
+  case REQUEST_QUERY:
     q->propose_callback(q->context, status, NULL);
+    free(q);
+    return;
+  case REQUEST_PROPOSE_BATCH:
+    for (uint32_t i = 0; i < q->command_count; i++) {
+      q->propose_callback(q->contexts[i], status, NULL);
+    }
     free(q);
     return;
   case REQUEST_READ:
@@ -459,7 +483,7 @@ static void remove_group(shard *s, request *q) {
       s->ready_tail = p;
     }
   }
-  uint64_t snapshot_index = r->snapshot.index;
+  uint64_t snapshot_index = r->snapshot_index;
   report_removal(s, r);
   replica_close(r, FL_E_NO_GROUP);
   snapshot_remove_files(s, q->group, snapshot_index);
@@ -542,7 +566,8 @@ static void change_membership(replica *r, request *q) {
   /* answered when the conf entry applies: it is the newest proposal */
   fl_raft_status st;
   fl_raft_get_status(r->raft, &st);
-  replica_track_proposal(r, st.last_index, st.term, q->propose_callback, q->context);
+  replica_track_proposal(r, st.last_index, st.term, q->propose_callback, q->context,
+                         q->deadline_ms);
   free(q);
   shard_mark_ready(r->owner, r);
 }
@@ -557,7 +582,12 @@ static void handle_group_request(shard *s, replica *r, request *q) {
     s->stats.proposals++;
     replica_add_proposal(r, q);
     return;
+  case REQUEST_PROPOSE_BATCH:
+    s->stats.proposals += q->command_count;
+    replica_add_proposal(r, q);
+    return;
   case REQUEST_READ:
+  case REQUEST_QUERY:
     replica_read(r, q);
     return;
   case REQUEST_STATUS:
@@ -579,7 +609,7 @@ static void handle_group_request(shard *s, replica *r, request *q) {
 
 static void handle_request(shard *s, request *q) {
   if (s->failure != 0 && q->type != REQUEST_STOP) {
-    answer_failed(q, FL_E_IO);
+    request_fail(q, FL_E_IO);
     return;
   }
   switch (q->type) {
@@ -615,7 +645,7 @@ static void handle_request(shard *s, request *q) {
   }
   replica *r = replica_table_find(&s->replicas, q->group);
   if (r == NULL) {
-    answer_failed(q, FL_E_NO_GROUP);
+    request_fail(q, FL_E_NO_GROUP);
     return;
   }
   handle_group_request(s, r, q);
@@ -637,7 +667,7 @@ bool shard_submit(shard *s, request *q) {
 /* Ticks the active replicas only; each may go quiet (swap-removed, so the
  * loop looks at the same slot again). */
 static void tick_all(shard *s) {
-  s->now_ms = monotonic_ms();
+  s->now_ms = shard_monotonic_ms();
   for (uint32_t i = 0; i < s->active_count;) {
     replica *r = s->active[i];
     fl_raft_tick(r->raft);
@@ -650,6 +680,7 @@ static void tick_all(shard *s) {
   }
   network_tick(s, s->now_ms);
   expiry_tick(s);
+  deadline_tick(s);
 }
 
 static void free_deferred(shard *s) {
@@ -665,8 +696,8 @@ static void free_deferred(shard *s) {
  * peer's queue are woken by the send completions, so they do not count. */
 static bool has_ready_work(const shard *s) {
   bool saving = false;
-  for (const replica *r = s->snapshot_head; r != NULL && !saving; r = r->next_snapshot) {
-    saving = r->saving != NULL;
+  for (uint32_t i = 0; i < s->snapshot_count && !saving; i++) {
+    saving = s->snapshot_list[i]->saving != NULL;
   }
   return s->ready_head != NULL || s->durable_head != NULL || saving;
 }
@@ -713,17 +744,20 @@ static void close_replicas(shard *s, int status) {
   }
   replica_table_release(&s->replicas);
   expiry_release(s);
+  deadline_release(s);
   s->leader_reports = NULL;
   free(s->active);
   s->active = NULL;
   s->active_count = s->active_capacity = 0;
   s->ready_head = s->ready_tail = NULL;
-  s->snapshot_head = NULL;
+  free(s->snapshot_list);
+  s->snapshot_list = NULL;
+  s->snapshot_count = s->snapshot_capacity = 0;
 }
 
 static void fail_queued(shard *s) {
   for (request *q; (q = fl_queue_pop(&s->queue)) != NULL;) {
-    answer_failed(q, FL_E_CLOSED);
+    request_fail(q, FL_E_CLOSED);
   }
 }
 
@@ -807,7 +841,7 @@ static int setup(shard *s) {
   if (rc != 0) {
     return rc;
   }
-  s->now_ms = monotonic_ms();
+  s->now_ms = shard_monotonic_ms();
   rc = open_wal(s);
   rc = rc == 0 ? snapshot_prepare_directory(s) : rc;
   rc = rc == 0 ? recover_groups(s) : rc;
@@ -883,7 +917,10 @@ int shard_start(fl_engine *engine, uint32_t index, shard **out) {
     }
   }
   if (rc != 0) {
+    /* what a failed recovery left (a group that would not open) */
     fl_queue_destroy(&s->queue);
+    arena_release(&s->scratch);
+    free(s->term_runs);
     free(s);
     return rc;
   }

@@ -252,7 +252,7 @@ static int complete_receive(replica *r, snapshot_receive *receive) {
   bool ok =
       snapshot_read_header(fd, receive->index, &header) == 0 &&
       pread(fd, conf_bytes, header.conf_length, sizeof(header)) == (ssize_t)header.conf_length &&
-      snapshot_check_file(fd, receive->index) == 0;
+      snapshot_check_file(s, r->group, fd, receive->index) == 0;
   fl_raft_message m = {.type = FL_RAFT_MSG_SNAPSHOT,
                        .from = receive->from,
                        .to = s->engine->options.node_id,
@@ -263,6 +263,9 @@ static int complete_receive(replica *r, snapshot_receive *receive) {
   close(fd);
   receive->fd = -1;
   if (!ok) {
+    shard_log(s, 2, "group %llu: refused snapshot %llu from node %llu: it does not verify",
+              (unsigned long long)r->group, (unsigned long long)receive->index,
+              (unsigned long long)receive->from);
     unlink(temporary);
     return -EIO;
   }
@@ -312,8 +315,9 @@ int snapshot_install(replica *r, const fl_raft_snapshot_meta *meta) {
     rc = snapshot_record_marker(r, meta->index, meta->term, &meta->conf);
   }
   if (rc == 0) {
-    uint64_t previous = r->snapshot.index;
-    r->snapshot = *meta;
+    uint64_t previous = r->snapshot_index;
+    r->snapshot_index = meta->index;
+    r->snapshot_term = meta->term;
     r->applied = meta->index;
     r->applied_term = meta->term;
     if (previous != 0 && previous != meta->index) {

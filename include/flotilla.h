@@ -82,9 +82,27 @@ typedef struct fl_result {
  * A user state machine (the default is the built-in KV store). Every
  * function runs on the group's shard thread. apply() must be deterministic:
  * every replica applies the same commands in the same order and must end in
- * the same state. Snapshots: save() writes the whole state through
- * `write` (called any number of times), restore() replaces the state with
- * one read through `read` (returns bytes read, 0 at the end, <0 on error).
+ * the same state.
+ *
+ * Snapshots (when both save and restore are given; otherwise the group's
+ * log is never compacted): every fl_options.snapshot_entries applied
+ * commands, save() writes the whole state through `write` (called any
+ * number of times; it returns 0, or <0 once the file cannot be written:
+ * save() should then return that) and returns 0 or <0. It runs whole, at
+ * one applied index, and the group's shard (every group on it) waits for
+ * it: keep the state small or the interval long. The engine appends a
+ * checksum and compacts the log once the file is durable. restore() is
+ * given a FRESH state from create() and reads one saved stream through
+ * `read` (returns bytes read, 0 at the end, <0 on error); it returns 0,
+ * or <0 to refuse the stream, and the state is then destroyed and the old
+ * one kept. It runs when a node restarts from a snapshot and when a
+ * lagging follower is sent one (first into a scratch state, to check it,
+ * then for real). A stream whose checksum fails never reaches restore().
+ *
+ * query() (may be NULL: fl_query gives FL_E_INVALID) answers fl_query: it
+ * must only read the state (deterministic, no change) and fill `result`
+ * (status 0 or FL_E_STATE with the reason in bytes); its bytes are valid
+ * until the state's next apply.
  */
 typedef struct fl_state_machine {
   void *(*create)(void *context, uint64_t group);
@@ -94,6 +112,7 @@ typedef struct fl_state_machine {
   int (*restore)(void *state, long (*read)(void *source, void *bytes, size_t capacity),
                  void *source);
   void *context;
+  void (*query)(void *state, const uint8_t *query, uint32_t length, fl_result *result);
 } fl_state_machine;
 
 /* ---- options ------------------------------------------------------------ */
@@ -108,6 +127,9 @@ typedef enum fl_fsync_mode {
   FL_FSYNC_DATA = 0,   /* buffered writes + fdatasync after each WAL batch (default) */
   FL_FSYNC_DIRECT = 1, /* O_DIRECT writes + fdatasync */
 } fl_fsync_mode;
+
+/* The largest fl_options.request_timeout_ms: a day. */
+#define FL_MAX_REQUEST_TIMEOUT_MS (24u * 3600u * 1000u)
 
 typedef struct fl_options {
   uint64_t cluster_id;          /* every node of a cluster uses the same one */
@@ -127,6 +149,14 @@ typedef struct fl_options {
   uint32_t queue_capacity;    /* requests waiting per shard (default 65536) */
   uint64_t wal_segment_bytes; /* default 64 MiB */
   uint32_t snapshot_entries;  /* compact a group's log after this many applied (default 100000) */
+  /* A proposal (fl_propose, fl_propose_batch, fl_kv_* writes, membership
+   * changes), linearizable read or query not answered this long after the
+   * call is answered with FL_E_TIMEOUT (checked on ticks: up to one tick
+   * late). A timed-out command may still commit and apply later: the
+   * caller does not learn its fate (retry only what is idempotent).
+   * 0 (the default): no deadline, a call waits while its group cannot
+   * make progress. At most FL_MAX_REQUEST_TIMEOUT_MS. */
+  uint32_t request_timeout_ms;
   /* The state machine of every group on this node (borrowed for the
    * engine's life); NULL: the built-in KV store. Every node of a cluster
    * must use the same one. */
@@ -219,6 +249,27 @@ typedef void (*fl_propose_callback)(void *context, int status, const fl_result *
 FL_API int fl_propose(fl_engine *engine, uint64_t group, const void *data, uint32_t length,
                       fl_propose_callback callback, void *context);
 
+/* One command of a batch (fl_propose_batch), or a key or value. */
+typedef struct fl_bytes {
+  const void *data;
+  uint32_t length;
+} fl_bytes;
+
+/*
+ * Proposes `count` commands (1..FL_MAX_BATCH_COMMANDS) to `group` as one
+ * request: they reach the shard together and become `count` consecutive
+ * entries, in order, in one proposal to the core. commands[i] is answered
+ * by callback(contexts[i], ...), exactly once each, in order of their
+ * entries (a refusal at the shard, such as FL_E_NOT_LEADER, answers every
+ * one). Each command is at most max_command_bytes and all of them at most
+ * FL_MAX_BATCH_BYTES (FL_E_TOO_LARGE). Bytes and the contexts array are
+ * copied. Asynchronous; an error return calls nothing back.
+ */
+#define FL_MAX_BATCH_COMMANDS 1024u
+#define FL_MAX_BATCH_BYTES (64u << 20)
+FL_API int fl_propose_batch(fl_engine *engine, uint64_t group, const fl_bytes *commands,
+                            uint32_t count, fl_propose_callback callback, void *const *contexts);
+
 /* ---- the built-in KV store ------------------------------------------- */
 
 /* Commands for groups using the built-in store (encoded for fl_propose).
@@ -263,11 +314,6 @@ FL_API int fl_kv_append(fl_engine *engine, uint64_t group, const void *key, uint
                         const void *value, uint32_t value_length, fl_propose_callback callback,
                         void *context);
 
-typedef struct fl_bytes {
-  const void *data;
-  uint32_t length;
-} fl_bytes;
-
 /* Deletes 1..FL_KV_MAX_BATCH_KEYS keys in one command (atomically);
  * result->integer is how many existed (expired ones are removed but not
  * counted). Keys are copied. */
@@ -291,6 +337,21 @@ typedef void (*fl_read_callback)(void *context, int status, const uint8_t *value
 
 FL_API int fl_kv_get(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
                      fl_read_mode mode, fl_read_callback callback, void *context);
+
+/* ---- reads of a user state machine ------------------------------------ */
+
+/*
+ * Asks the group's user state machine `query` (copied; at most
+ * max_command_bytes) through its query(): FL_READ_LINEARIZABLE on the
+ * leader once its state includes every write acknowledged before the call
+ * (ReadIndex, or the lease), FL_READ_LOCAL on this replica's state now.
+ * The callback gets query()'s result (status 0 or FL_E_STATE) or an error
+ * with result NULL (FL_E_NOT_LEADER/FL_E_UNAVAILABLE: ask the leader;
+ * FL_E_TIMEOUT; FL_E_CLOSED). FL_E_INVALID at call time for the built-in
+ * KV store (use fl_kv_get) or a machine without query(). Asynchronous.
+ */
+FL_API int fl_query(fl_engine *engine, uint64_t group, const void *query, uint32_t length,
+                    fl_read_mode mode, fl_propose_callback callback, void *context);
 
 /* ---- membership ------------------------------------------------------- */
 

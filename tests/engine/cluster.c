@@ -47,6 +47,12 @@ static fl_options node_options(cluster *c, uint64_t node, char *directory, size_
   if (c->snapshot_entries != 0) {
     options.snapshot_entries = c->snapshot_entries;
   }
+  options.request_timeout_ms = c->request_timeout_ms;
+  options.machine = c->machines[node - 1];
+  if (c->log != NULL) {
+    options.log = c->log;
+    options.log_context = c->log_context;
+  }
   options.on_leader = c->on_leader;
   options.on_leader_context = c->on_leader_contexts[node - 1];
   return options;

@@ -25,6 +25,12 @@ typedef struct cluster {
   fl_engine *engines[CLUSTER_MAX_NODES]; /* NULL while a node is down */
   /* Options of nodes started from now on: 0 keeps the engine's default. */
   uint32_t snapshot_entries;
+  uint32_t request_timeout_ms;
+  /* fl_options.machine of node id at machines[id - 1] (NULL: the KV store),
+   * and fl_options.log of every node started from now on (NULL: stderr). */
+  const fl_state_machine *machines[CLUSTER_MAX_NODES];
+  void (*log)(void *context, int level, const char *message);
+  void *log_context;
   /* fl_options.on_leader of nodes started from now on (NULL: none), with
    * node id's context at on_leader_contexts[id - 1]. */
   void (*on_leader)(void *context, uint64_t group, uint64_t leader, uint64_t term);
