@@ -22,6 +22,9 @@
 #define ENGINE_MAX_SHARDS 256u
 #define ENGINE_MAX_NODES 1024u
 #define ENGINE_MAX_COMMAND_BYTES (64u << 20)
+/* Room a WAL record and entry header take around one command, with margin
+ * (wal/format.h; the O_DIRECT padding reserve included). */
+#define ENGINE_ENTRY_OVERHEAD_BYTES (64u * 1024u)
 
 const char *fl_strerror(int error) {
   switch (error) {
@@ -80,6 +83,27 @@ void fl_options_default(fl_options *options) {
   };
 }
 
+/*
+ * The WAL batch of a shard. 1 MiB keeps append-to-durable latency near one
+ * disk write; a small segment takes a quarter of itself. But one entry is
+ * never split across batches, so a batch must also hold the largest
+ * command with its record and entry headers: otherwise a proposal the API
+ * accepted would stop the shard when its entry reached the WAL.
+ */
+uint32_t engine_wal_batch_bytes(const fl_options *o) {
+  uint64_t batch = o->wal_segment_bytes / 4 < (1u << 20) ? o->wal_segment_bytes / 4 : (1u << 20);
+  uint64_t largest =
+      ((uint64_t)o->max_command_bytes + ENGINE_ENTRY_OVERHEAD_BYTES + 4095) & ~(uint64_t)4095;
+  batch = batch > largest ? batch : largest;
+  return (uint32_t)(batch & ~(uint64_t)4095);
+}
+
+/* A segment must hold at least two batches, so that a rollover does not
+ * come with every batch. */
+static bool wal_fits_commands(const fl_options *o) {
+  return engine_wal_batch_bytes(o) <= o->wal_segment_bytes / 2;
+}
+
 static int check_options(const fl_options *o) {
   bool ok = o->node_id != 0 && o->data_dir != NULL && o->nodes != NULL && o->node_count > 0 &&
             o->node_count <= ENGINE_MAX_NODES && o->shard_count <= ENGINE_MAX_SHARDS &&
@@ -87,6 +111,19 @@ static int check_options(const fl_options *o) {
             o->max_command_bytes > 0 && o->max_command_bytes <= ENGINE_MAX_COMMAND_BYTES &&
             o->queue_capacity >= 2 && (o->queue_capacity & (o->queue_capacity - 1)) == 0 &&
             o->request_timeout_ms <= FL_MAX_REQUEST_TIMEOUT_MS;
+  if (ok && !wal_fits_commands(o)) {
+    char message[256];
+    snprintf(message, sizeof(message),
+             "max_command_bytes %u needs wal_segment_bytes of at least %llu (a WAL batch, "
+             "at most half a segment, must hold the largest command)",
+             o->max_command_bytes, 2ull * engine_wal_batch_bytes(o));
+    if (o->log != NULL) {
+      o->log(o->log_context, 3, message);
+    } else {
+      fprintf(stderr, "flotilla: %s\n", message);
+    }
+    return FL_E_INVALID;
+  }
   const fl_state_machine *m = o->machine;
   ok = ok && (m == NULL || (m->create != NULL && m->destroy != NULL && m->apply != NULL));
   bool self_listed = false;

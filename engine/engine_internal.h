@@ -252,6 +252,7 @@ struct shard {
   struct io_uring ring;
   fl_queue queue;
   wal *log;
+  uint32_t wal_pipeline_depth; /* WAL batches in flight at once */
   network *net;
   replica_table replicas;
   replica *ready_head;
@@ -317,6 +318,8 @@ uint32_t shard_of_group(const fl_engine *engine, uint64_t group);
 /* The replica's known leader or term may have changed (or it is new):
  * fl_options.on_leader hears of it at the end of the iteration. */
 void shard_note_leader(shard *s, replica *r);
+/* The WAL batch size of every shard: holds the largest command (engine.c). */
+uint32_t engine_wal_batch_bytes(const fl_options *options);
 void shard_log(shard *s, int level, const char *format, ...) __attribute__((format(printf, 3, 4)));
 
 /* Stops the shard for good after a fatal error (disk, memory): every

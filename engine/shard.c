@@ -823,10 +823,7 @@ static int open_wal(shard *s) {
   options.directory = directory;
   options.shard_id = s->index;
   options.segment_bytes = e->options.wal_segment_bytes;
-  /* 1 MiB batches keep append-to-durable latency near one disk write; a
-   * small segment takes a quarter of itself (whole 4 KiB blocks). */
-  uint64_t batch = options.segment_bytes / 4 < (1u << 20) ? options.segment_bytes / 4 : (1u << 20);
-  options.batch_bytes = (uint32_t)(batch & ~(uint64_t)4095);
+  options.batch_bytes = engine_wal_batch_bytes(&e->options);
   options.direct = e->options.fsync_mode == FL_FSYNC_DIRECT;
   wal_recovery_report report;
   int rc = wal_open(&options, &s->log, &report);

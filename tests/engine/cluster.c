@@ -43,7 +43,10 @@ static fl_options node_options(cluster *c, uint64_t node, char *directory, size_
   options.tick_ms = 10;
   options.election_ticks = 20;
   options.heartbeat_ticks = 2;
-  options.wal_segment_bytes = 4u << 20;
+  options.wal_segment_bytes = c->wal_segment_bytes != 0 ? c->wal_segment_bytes : 4u << 20;
+  if (c->max_command_bytes != 0) {
+    options.max_command_bytes = c->max_command_bytes;
+  }
   if (c->snapshot_entries != 0) {
     options.snapshot_entries = c->snapshot_entries;
   }

@@ -26,6 +26,8 @@ typedef struct cluster {
   /* Options of nodes started from now on: 0 keeps the engine's default. */
   uint32_t snapshot_entries;
   uint32_t request_timeout_ms;
+  uint32_t max_command_bytes;
+  uint64_t wal_segment_bytes; /* 0: 4 MiB, small so tests roll segments over */
   /* fl_options.machine of node id at machines[id - 1] (NULL: the KV store),
    * and fl_options.log of every node started from now on (NULL: stderr). */
   const fl_state_machine *machines[CLUSTER_MAX_NODES];

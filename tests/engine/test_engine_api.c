@@ -232,6 +232,63 @@ static void test_kv_commands(void **state) {
   cluster_destroy(&c);
 }
 
+/* ---- the largest value ---------------------------------------------------- */
+
+typedef struct big_read {
+  sem_t done;
+  int status;
+  bool matches;
+} big_read;
+
+static void on_big_read(void *context, int status, const uint8_t *value, uint32_t length) {
+  big_read *r = context;
+  r->status = status;
+  r->matches = status == 0 && length == FL_KV_MAX_VALUE_BYTES;
+  for (uint32_t i = 0; r->matches && i < length; i++) {
+    r->matches = value[i] == (uint8_t)(i * 7u);
+  }
+  sem_post(&r->done);
+}
+
+/* A WAL batch never splits an entry, so it must hold the largest command
+ * the engine accepts: a value of FL_KV_MAX_VALUE_BYTES replicates and reads
+ * back on every node, and options whose segments are too small for such a
+ * batch are refused at open rather than stopping a shard later. */
+static void test_largest_value(void **state) {
+  (void)state;
+  cluster c;
+  assert_int_equal(cluster_prepare(&c, 3, 1), 0);
+  c.max_command_bytes = FL_KV_MAX_VALUE_BYTES + FL_KV_MAX_KEY_BYTES + 1024;
+  c.wal_segment_bytes = 4u << 20; /* half is 2 MiB: too small */
+  assert_int_equal(cluster_start_node(&c, 1), FL_E_INVALID);
+  c.wal_segment_bytes = 16u << 20;
+  assert_int_equal(cluster_start_all(&c), 0);
+  assert_int_equal(cluster_create_group(&c, 1), 0);
+  uint64_t leader = cluster_wait_leader(&c, 1, WAIT_MS);
+  assert_true(leader != 0);
+  static uint8_t value[FL_KV_MAX_VALUE_BYTES];
+  for (uint32_t i = 0; i < sizeof(value); i++) {
+    value[i] = (uint8_t)(i * 7u);
+  }
+  call done;
+  for (int round = 0; round < 3; round++) { /* several: the WAL batches roll over */
+    assert_int_equal(
+        CALL(&done, fl_kv_set, c.engines[leader - 1], 1, "big", 3, value, sizeof(value), 0, 0), 0);
+  }
+  wait_replicated(&c, leader, 1);
+  for (uint64_t node = 1; node <= 3; node++) {
+    big_read r = {0};
+    sem_init(&r.done, 0, 0);
+    assert_int_equal(fl_kv_get(c.engines[node - 1], 1, "big", 3, FL_READ_LOCAL, on_big_read, &r),
+                     0);
+    sem_wait(&r.done);
+    sem_destroy(&r.done);
+    assert_int_equal(r.status, 0);
+    assert_true(r.matches);
+  }
+  cluster_destroy(&c);
+}
+
 /* ---- on_leader ------------------------------------------------------------- */
 
 /* What one node's callback was told, per group. */
@@ -468,9 +525,8 @@ static void test_next_leader_sweeps(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_kv_commands),
-      cmocka_unit_test(test_on_leader),
-      cmocka_unit_test(test_expired_keys_swept),
+      cmocka_unit_test(test_kv_commands),        cmocka_unit_test(test_largest_value),
+      cmocka_unit_test(test_on_leader),          cmocka_unit_test(test_expired_keys_swept),
       cmocka_unit_test(test_next_leader_sweeps),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
