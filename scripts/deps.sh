@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
   liburing-dev libjemalloc-dev libxxhash-dev libbenchmark-dev
-  libcmocka-dev libinih-dev redis-tools gnuplot-nox
+  libcmocka-dev libinih-dev redis-tools redis-server gnuplot-nox
 )
 missing=()
 for p in "${packages[@]}"; do
