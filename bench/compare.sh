@@ -3,11 +3,16 @@
 # this machine, with redis-benchmark.
 #
 #   bench/compare.sh [--quick] [-n REQUESTS] [--seconds S] [-c CLIENTS]
-#                    [-b BUILD_DIR] [--etcd | --no-etcd] [--etcd-load s|m|l|xl]
+#                    [-b BUILD_DIR] [--shards N] [--etcd | --no-etcd]
+#                    [--etcd-load s|m|l|xl]
 #
 # One system at a time, so that they do not share the cores:
 #   1. a 3-node flotillad cluster (scripts/cluster.sh, default settings:
-#      fsync on, writes acknowledged after a majority persisted them);
+#      fsync on, writes acknowledged after a majority persisted them;
+#      --shards N engine shards per node (0: one per core), default 1: the
+#      three nodes share this machine's cores, so one shard per node, each
+#      batching more requests per fsync and per wake-up, beats one shard per
+#      core);
 #      redis-benchmark SET and GET with 16-byte values, CLIENTS connections
 #      (default 50), unpipelined and with -P 32, in plain mode against one
 #      node (it forwards to the leaders) and in --cluster mode (the client
@@ -36,6 +41,7 @@ clients=50
 use_etcd=auto
 etcd_load=l
 quick=false
+shards=1
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -61,6 +67,10 @@ while [ $# -gt 0 ]; do
     ;;
   -b)
     build=$2
+    shift
+    ;;
+  --shards)
+    shards=$2
     shift
     ;;
   --etcd) use_etcd=yes ;;
@@ -89,6 +99,7 @@ die() {
   exit 1
 }
 
+[[ $shards =~ ^[0-9]{1,2}$ ]] || die "--shards wants a count from 0 (one per core) to 99, got '$shards'"
 for tool in redis-server redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || die "$tool is missing (scripts/deps.sh installs it)"
 done
@@ -165,7 +176,7 @@ bench_four() {
 # ---- flotillad --------------------------------------------------------------
 base=$("$free_ports" 303) || die "no free ports"
 bash "$repo/scripts/cluster.sh" start -n 3 -d "$work/cluster" -b "$build" -p "$base" \
-  -P $((base + 3)) -S 100 -t 60 >&2
+  -P $((base + 3)) -S 100 -t 60 -- --shards "$shards" >&2
 bench_four flotillad "$base" yes
 bash "$repo/scripts/cluster.sh" stop -d "$work/cluster" -t 20 >&2
 

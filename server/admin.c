@@ -31,6 +31,28 @@
  *     This node's replica of <group>: a map of group, role, term, leader,
  *     commit, applied, first-index, last-index, voters, learners, keys,
  *     kv-bytes. An error when this node holds no replica of it.
+ *
+ * FLOTILLA ADD-REPLICA <group> <node> | REMOVE-REPLICA <group> <node> |
+ * MOVE-REPLICA <group> <from> <to> | ADD-NODE <node> | REMOVE-NODE <node>
+ *     Membership changes, run by this node's meta thread (meta.c), one at a
+ *     time per node; +OK once done and recorded in the meta group, or an
+ *     error naming the step that failed. <group> is a data group or "meta".
+ *
+ * FLOTILLA NODES
+ *     [node id, "active" | "removed", replicas held] per configured node.
+ *
+ * Internal subcommands, sent by the meta threads of the nodes (meta.c);
+ * each acts on this node only and is never forwarded. JOIN, DROP, CHANGE
+ * and META-SET are refused unless the connection began with FLOTILLA
+ * FORWARDED, as the nodes' own connections do:
+ *   JOIN <group>                  an empty replica (fl_group_join)
+ *   DROP <group>                  removes this node's replica
+ *   CHANGE <group> ADD-LEARNER|ADD-VOTER|REMOVE <node>   on the leader
+ *   PROGRESS <group>              "<role> <leader> <commit> <applied>
+ *                                 <voters|-> <learners|->" of this replica
+ *   META-SET <key> <value>        writes a map entry (on the meta leader)
+ *   MAP                           the map as this node's meta replica holds it
+ *   LEADERS                       the groups this node leads, "g g ..."
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -53,6 +75,20 @@ static bool parse_id(const resp_argument *argument, uint64_t *value) {
   }
   *value = (uint64_t)parsed;
   return true;
+}
+
+/* A data group 1..G, or the meta group ("meta" or its id). */
+static bool parse_group(const server *s, const resp_argument *argument, uint64_t *group) {
+  if (argument_is(argument, "meta")) {
+    *group = SERVER_META_GROUP;
+    return true;
+  }
+  return parse_id(argument, group) &&
+         (*group <= cluster_group_count(s->map) || *group == SERVER_META_GROUP);
+}
+
+static bool parse_node(const server *s, const resp_argument *argument, uint64_t *node) {
+  return parse_id(argument, node) && server_config_node(s->config, *node) != NULL;
 }
 
 /* ---- forwarding an admin command ---------------------------------------- */
@@ -89,8 +125,7 @@ static void admin_transfer(client *c, resp_writer *w, const resp_argument *argum
     resp_write_arity_error(w, "flotilla|transfer");
     return;
   }
-  if (!parse_id(&arguments[2], &group) || group > cluster_group_count(s->map) ||
-      !parse_id(&arguments[3], &node) || server_config_node(s->config, node) == NULL) {
+  if (!parse_group(s, &arguments[2], &group) || !parse_node(s, &arguments[3], &node)) {
     resp_write_error(w, "ERR expected FLOTILLA TRANSFER <group> <node-id> of this cluster");
     return;
   }
@@ -260,6 +295,296 @@ static void admin_status(client *c, resp_writer *w, const resp_argument *argumen
   write_pair(w, "kv-bytes", (int64_t)status.kv_bytes);
 }
 
+/* ---- membership operations (run by meta.c) ------------------------------------ */
+
+typedef struct operation_syntax {
+  const char *name;
+  meta_operation_kind kind;
+  uint32_t arguments; /* after the subcommand */
+  const char *usage;
+} operation_syntax;
+
+static const operation_syntax operation_syntaxes[] = {
+    {"add-replica", META_ADD_REPLICA, 2, "FLOTILLA ADD-REPLICA <group> <node-id>"},
+    {"remove-replica", META_REMOVE_REPLICA, 2, "FLOTILLA REMOVE-REPLICA <group> <node-id>"},
+    {"move-replica", META_MOVE_REPLICA, 3, "FLOTILLA MOVE-REPLICA <group> <from-node> <to-node>"},
+    {"add-node", META_ADD_NODE, 1, "FLOTILLA ADD-NODE <node-id>"},
+    {"remove-node", META_REMOVE_NODE, 1, "FLOTILLA REMOVE-NODE <node-id>"},
+};
+
+static const operation_syntax *operation_syntax_of(const resp_argument *sub) {
+  for (size_t i = 0; i < sizeof(operation_syntaxes) / sizeof(operation_syntaxes[0]); i++) {
+    if (argument_is(sub, operation_syntaxes[i].name)) {
+      return &operation_syntaxes[i];
+    }
+  }
+  return NULL;
+}
+
+/* Fills `op` from the arguments; false if they do not name this cluster's
+ * groups and nodes. */
+static bool parse_operation(const server *s, const operation_syntax *syntax,
+                            const resp_argument *arguments, uint32_t count, meta_operation *op) {
+  if (count != 2 + syntax->arguments) {
+    return false;
+  }
+  *op = (meta_operation){.kind = syntax->kind};
+  if (syntax->arguments == 1) {
+    return parse_node(s, &arguments[2], &op->node);
+  }
+  if (!parse_group(s, &arguments[2], &op->group)) {
+    return false;
+  }
+  if (syntax->kind == META_MOVE_REPLICA) {
+    return parse_node(s, &arguments[3], &op->from) && parse_node(s, &arguments[4], &op->node) &&
+           op->from != op->node;
+  }
+  return parse_node(s, &arguments[3], &op->node);
+}
+
+static void admin_membership(client *c, const operation_syntax *syntax,
+                             const resp_argument *arguments, uint32_t count) {
+  server *s = server_of_client(c);
+  meta_operation op;
+  if (!parse_operation(s, syntax, arguments, count, &op)) {
+    resp_writer *w = client_reply_writer(c);
+    if (w != NULL) {
+      resp_write_error_format(w, "ERR expected %s of this cluster", syntax->usage);
+    }
+    return;
+  }
+  request *r = request_create(c);
+  if (r == NULL) {
+    return;
+  }
+  op.request = r;
+  if (s->meta == NULL) {
+    resp_write_error(&r->reply, "ERR the server is starting or stopping, retry later");
+    request_finish(r);
+  } else if (meta_submit(s->meta, &op) != 0) {
+    resp_write_error(&r->reply, "ERR another membership change is in progress");
+    request_finish(r);
+  }
+}
+
+/* ---- internal subcommands (meta.c's steps) ------------------------------------- */
+
+static void admin_join_or_drop(client *c, resp_writer *w, const resp_argument *arguments,
+                               uint32_t count, bool join) {
+  server *s = server_of_client(c);
+  uint64_t group = 0;
+  if (count != 3 || !parse_group(s, &arguments[2], &group)) {
+    resp_write_error(w, "ERR expected FLOTILLA JOIN|DROP <group>");
+    return;
+  }
+  int rc = join ? fl_group_join(s->engine, group) : fl_group_remove(s->engine, group);
+  if (rc == (join ? FL_E_EXISTS : FL_E_NO_GROUP)) {
+    rc = 0; /* already as asked: the step may be a retry */
+  }
+  if (rc != 0) {
+    resp_write_error_format(w, "ERR %s", fl_strerror(rc));
+    return;
+  }
+  server_log(1, "%s group %" PRIu64, join ? "joined" : "dropped the replica of", group);
+  resp_write_ok(w);
+}
+
+static void write_ids(char *text, size_t bytes, const uint64_t *ids, uint32_t count) {
+  size_t length = 0;
+  snprintf(text, bytes, "-");
+  for (uint32_t i = 0; i < count && length < bytes; i++) {
+    length +=
+        (size_t)snprintf(text + length, bytes - length, "%s%" PRIu64, i > 0 ? "," : "", ids[i]);
+  }
+}
+
+static void admin_progress(client *c, resp_writer *w, const resp_argument *arguments,
+                           uint32_t count) {
+  server *s = server_of_client(c);
+  uint64_t group = 0;
+  fl_group_status st;
+  if (count != 3 || !parse_group(s, &arguments[2], &group)) {
+    resp_write_error(w, "ERR expected FLOTILLA PROGRESS <group>");
+    return;
+  }
+  int rc = fl_group_status_get(s->engine, group, &st);
+  if (rc != 0) {
+    resp_write_error_format(w, "ERR %s", fl_strerror(rc));
+    return;
+  }
+  char voters[8 * 24], learners[6 * 24], text[512];
+  write_ids(voters, sizeof(voters), st.voters, st.voter_count);
+  write_ids(learners, sizeof(learners), st.learners, st.learner_count);
+  int length = snprintf(text, sizeof(text), "%d %" PRIu64 " %" PRIu64 " %" PRIu64 " %s %s",
+                        (int)st.role, st.leader, st.commit, st.applied, voters, learners);
+  resp_write_bulk(w, text, (size_t)length);
+}
+
+/* Runs on a shard thread: the change or the map write was applied, or failed. */
+static void on_internal_applied(void *context, int status, const fl_result *result) {
+  request *r = context;
+  if (status == 0 && result != NULL && result->status == 0) {
+    resp_write_ok(&r->reply);
+  } else {
+    resp_write_error_format(&r->reply, "ERR %s", fl_strerror(status != 0 ? status : FL_E_STATE));
+  }
+  request_finish_from_shard(r);
+}
+
+static bool parse_change_type(const resp_argument *argument, fl_change_type *type) {
+  static const struct {
+    const char *name;
+    fl_change_type type;
+  } types[] = {
+      {"add-learner", FL_ADD_LEARNER}, {"add-voter", FL_ADD_VOTER}, {"remove", FL_REMOVE_MEMBER}};
+  for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+    if (argument_is(argument, types[i].name)) {
+      *type = types[i].type;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Starts an engine call answered through on_internal_applied. */
+static void finish_internal_call(request *r, int rc) {
+  if (rc != 0) {
+    resp_write_error_format(&r->reply, "ERR %s", fl_strerror(rc));
+    request_finish(r);
+  }
+}
+
+static void admin_change(client *c, const resp_argument *arguments, uint32_t count) {
+  server *s = server_of_client(c);
+  uint64_t group = 0, node = 0;
+  fl_change_type type = FL_ADD_VOTER;
+  if (count != 5 || !parse_group(s, &arguments[2], &group) ||
+      !parse_change_type(&arguments[3], &type) || !parse_node(s, &arguments[4], &node)) {
+    resp_writer *w = client_reply_writer(c);
+    if (w != NULL) {
+      resp_write_error(w, "ERR expected FLOTILLA CHANGE <group> ADD-LEARNER|ADD-VOTER|REMOVE "
+                          "<node-id>");
+    }
+    return;
+  }
+  request *r = request_create(c);
+  if (r != NULL) {
+    finish_internal_call(r, fl_group_change(s->engine, group, type, node, on_internal_applied, r));
+  }
+}
+
+static void new_map_version(server *s, char *version, size_t bytes) {
+  static _Atomic uint64_t counter;
+  snprintf(version, bytes, "%" PRIu64 ".%" PRIu64 ".%" PRIu64, s->config->node_id, server_now_ms(),
+           atomic_fetch_add(&counter, 1));
+}
+
+/* The entry and a new version in one command, so a reader that sees the
+ * version also sees the entry. */
+static void admin_meta_set(client *c, const resp_argument *arguments, uint32_t count) {
+  server *s = server_of_client(c);
+  bool valid = count == 4 && arguments[2].length > 0 && arguments[2].length <= 64 &&
+               arguments[3].length <= 4096;
+  if (!valid) {
+    resp_writer *w = client_reply_writer(c);
+    if (w != NULL) {
+      resp_write_error(w, "ERR expected FLOTILLA META-SET <key> <value>");
+    }
+    return;
+  }
+  request *r = request_create(c);
+  if (r == NULL) {
+    return;
+  }
+  char version[96];
+  new_map_version(s, version, sizeof(version));
+  fl_bytes keys[] = {{arguments[2].data, (uint32_t)arguments[2].length}, {"version", 7}};
+  fl_bytes values[] = {{arguments[3].data, (uint32_t)arguments[3].length},
+                       {version, (uint32_t)strlen(version)}};
+  finish_internal_call(
+      r, fl_kv_set_many(s->engine, SERVER_META_GROUP, keys, values, 2, on_internal_applied, r));
+}
+
+static void admin_leaders(client *c, resp_writer *w) {
+  server *s = server_of_client(c);
+  uint32_t groups = cluster_group_count(s->map);
+  size_t capacity = ((size_t)groups + 1) * 21 + 1, length = 0;
+  char *text = malloc(capacity);
+  if (text == NULL) {
+    resp_write_error(w, "ERR out of memory");
+    return;
+  }
+  for (uint64_t g = 0; g <= groups; g++) {
+    uint64_t group = g == 0 ? SERVER_META_GROUP : g;
+    if (cluster_leader(s->map, group) == s->config->node_id) {
+      length += (size_t)snprintf(text + length, capacity - length, "%" PRIu64 " ", group);
+    }
+  }
+  resp_write_bulk(w, text, length);
+  free(text);
+}
+
+/* The internal subcommands that change replicas or the map are taken only
+ * from other nodes' connections (FLOTILLA FORWARDED first), so a client
+ * cannot drop a replica by a slip; true if refused (and answered). */
+static bool internal_refused(client *c, const resp_argument *sub) {
+  static const char *const changing[] = {"join", "drop", "change", "meta-set"};
+  for (size_t i = 0; i < sizeof(changing) / sizeof(changing[0]); i++) {
+    if (argument_is(sub, changing[i]) && !c->forwarder) {
+      resp_writer *w = client_reply_writer(c);
+      if (w != NULL) {
+        resp_write_error(w, "ERR an internal subcommand between nodes: use ADD-REPLICA, "
+                            "REMOVE-REPLICA or MOVE-REPLICA");
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+/* The subcommands that answer later, through a request of their own. */
+static bool admin_flotilla_deferred(client *c, const resp_argument *arguments, uint32_t count) {
+  const resp_argument *sub = &arguments[1];
+  const operation_syntax *syntax = operation_syntax_of(sub);
+  if (syntax != NULL) {
+    admin_membership(c, syntax, arguments, count);
+  } else if (internal_refused(c, sub)) {
+    return true;
+  } else if (argument_is(sub, "change")) {
+    admin_change(c, arguments, count);
+  } else if (argument_is(sub, "meta-set")) {
+    admin_meta_set(c, arguments, count);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+/* The subcommands answered at once; false if `sub` is none of them. */
+static bool admin_flotilla_meta(client *c, resp_writer *w, const resp_argument *arguments,
+                                uint32_t count) {
+  server *s = server_of_client(c);
+  const resp_argument *sub = &arguments[1];
+  if (argument_is(sub, "join") || argument_is(sub, "drop")) {
+    admin_join_or_drop(c, w, arguments, count, argument_is(sub, "join"));
+  } else if (argument_is(sub, "progress")) {
+    admin_progress(c, w, arguments, count);
+  } else if (argument_is(sub, "leaders")) {
+    admin_leaders(c, w);
+  } else if (argument_is(sub, "map") || argument_is(sub, "nodes")) {
+    if (s->meta == NULL) {
+      resp_write_error(w, "ERR the cluster map is not loaded yet");
+    } else if (argument_is(sub, "map")) {
+      meta_write_map(s->meta, w);
+    } else {
+      meta_write_nodes(s->meta, w);
+    }
+  } else {
+    return false;
+  }
+  return true;
+}
+
 void admin_flotilla(client *c, const resp_argument *arguments, uint32_t count) {
   resp_writer *w = NULL;
   const resp_argument *sub = &arguments[1];
@@ -280,6 +605,9 @@ void admin_flotilla(client *c, const resp_argument *arguments, uint32_t count) {
     resp_writer_destroy(&scratch);
     return;
   }
+  if (admin_flotilla_deferred(c, arguments, count)) {
+    return;
+  }
   w = client_reply_writer(c);
   if (w == NULL) {
     return;
@@ -291,7 +619,7 @@ void admin_flotilla(client *c, const resp_argument *arguments, uint32_t count) {
     admin_groups(c, w);
   } else if (argument_is(sub, "status")) {
     admin_status(c, w, arguments, count);
-  } else {
+  } else if (!admin_flotilla_meta(c, w, arguments, count)) {
     resp_write_unknown_subcommand_error(w, &arguments[0], sub);
   }
 }
@@ -434,13 +762,21 @@ static void info_keyspace(client *c, text *t) {
   }
 }
 
+/* Redis Cluster's section: cluster tools (redis-cli --cluster check) look
+ * for cluster_enabled:1 before they talk to a node. */
+static void info_cluster(client *c, text *t) {
+  (void)c;
+  append(t, "# Cluster\r\ncluster_enabled:1\r\n");
+}
+
 void info_write(client *c, resp_writer *w, const resp_argument *section) {
   static const struct {
     const char *name;
     void (*write)(client *c, text *t);
-  } sections[] = {{"server", info_server}, {"clients", info_clients},
-                  {"stats", info_stats},   {"persistence", info_persistence},
-                  {"raft", info_raft},     {"keyspace", info_keyspace}};
+  } sections[] = {{"server", info_server},    {"clients", info_clients},
+                  {"stats", info_stats},      {"persistence", info_persistence},
+                  {"raft", info_raft},        {"cluster", info_cluster},
+                  {"keyspace", info_keyspace}};
   bool all = section == NULL || argument_is(section, "all") || argument_is(section, "default") ||
              argument_is(section, "everything");
   text t = {0};

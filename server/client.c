@@ -174,9 +174,21 @@ static void shrink_input(client *c) {
   }
 }
 
+/* Unsent reply bytes beyond which a client is over client-output-limit. */
+static bool over_output_limit(const client *c) {
+  uint64_t limit = c->thread->server->config->client_output_limit;
+  return c->output.length + c->sending.length > limit;
+}
+
+/* Another node's connection (FLOTILLA FORWARDED) carries the commands of
+ * many clients: cutting it at the output limit would fail all of them, so
+ * it is paused instead - no more commands are read from it until its
+ * replies drain below the limit. Its memory stays bounded by the limit
+ * plus the replies of at most CLIENT_MAX_PIPELINE commands in flight. */
 static bool may_read(const client *c) {
   return !c->closing && c->deferred == NULL && !c->thread->draining &&
-         c->pipeline < CLIENT_MAX_PIPELINE && io_thread_admits(c->thread);
+         c->pipeline < CLIENT_MAX_PIPELINE && io_thread_admits(c->thread) &&
+         !(c->forwarder && over_output_limit(c));
 }
 
 void client_arm_receive(client *c) {
@@ -291,6 +303,21 @@ static void submit_send(client *c) {
   c->send_in_flight = true;
 }
 
+/* A node's connection is not held to the output limit (see may_read), so
+ * its writer takes any reply that memory allows. */
+static bool append_reply(client *c, const request *r) {
+  if (r->reply.error != 0) {
+    return false;
+  }
+  size_t saved_limit = c->output.max_bytes;
+  if (c->forwarder) {
+    c->output.max_bytes = SIZE_MAX;
+  }
+  int rc = resp_write_raw(&c->output, r->reply.data, r->reply.length);
+  c->output.max_bytes = saved_limit;
+  return rc == 0;
+}
+
 /* Moves the replies of the finished requests at the FIFO's head to the
  * output (or drops them when the client is gone). */
 static void collect_replies(client *c) {
@@ -301,15 +328,12 @@ static void collect_replies(client *c) {
       c->tail = NULL;
     }
     c->pipeline--;
-    if (!c->close_now) {
-      if (r->reply.error != 0 || resp_write_raw(&c->output, r->reply.data, r->reply.length) != 0) {
-        client_close_now(c); /* over the output limit (or out of memory) */
-      }
+    if (!c->close_now && !append_reply(c, r)) {
+      client_close_now(c); /* over the output limit (or out of memory) */
     }
     request_free(r);
   }
-  uint64_t limit = c->thread->server->config->client_output_limit;
-  if (!c->close_now && (c->output.error != 0 || c->output.length + c->sending.length > limit)) {
+  if (!c->close_now && (c->output.error != 0 || (!c->forwarder && over_output_limit(c)))) {
     client_close_now(c);
   }
 }
@@ -371,14 +395,29 @@ resp_writer *client_reply_writer(client *c) {
   return &r->reply;
 }
 
+/* A zeroed request, apart from the buffers a spare one keeps. */
+static request *take_request(io_thread *t) {
+  request *r = t->spare_requests;
+  if (r == NULL) {
+    return calloc(1, sizeof(*r));
+  }
+  t->spare_requests = r->next;
+  t->spare_count--;
+  r->next = NULL;
+  return r;
+}
+
 request *request_create(client *c) {
-  request *r = calloc(1, sizeof(*r));
+  request *r = take_request(c->thread);
   if (r == NULL) {
     client_close_now(c);
     return NULL;
   }
   r->owner = c;
-  resp_writer_init(&r->reply, c->thread->server->config->client_output_limit);
+  /* As resp_writer_init, but a spare request's reply keeps its buffer
+   * (take_request zeroed the rest). */
+  assert(r->reply.length == 0 && r->reply.error == 0);
+  r->reply.max_bytes = c->thread->server->config->client_output_limit;
   r->reply.protocol = (uint8_t)c->protocol;
   if (c->tail != NULL) {
     c->tail->next = r;
@@ -439,10 +478,20 @@ int request_copy_arguments(request *r, const resp_argument *arguments, uint32_t 
   for (uint32_t i = 0; i < count; i++) {
     bytes += arguments[i].length;
   }
-  char *block = malloc(bytes > 0 ? bytes : 1);
-  if (block == NULL) {
-    return -ENOMEM;
+  if (bytes == 0) {
+    bytes = 1;
   }
+  if (bytes > r->arguments_bytes) {
+    /* The block of a spare request is too small: a new one. */
+    free(r->arguments);
+    r->arguments_bytes = 0;
+    r->arguments = malloc(bytes);
+    if (r->arguments == NULL) {
+      return -ENOMEM;
+    }
+    r->arguments_bytes = bytes;
+  }
+  char *block = (char *)r->arguments;
   resp_argument *copies = (resp_argument *)block;
   char *data = block + (size_t)count * sizeof(resp_argument);
   for (uint32_t i = 0; i < count; i++) {
@@ -455,11 +504,43 @@ int request_copy_arguments(request *r, const resp_argument *arguments, uint32_t 
   return 0;
 }
 
+static bool worth_keeping(const io_thread *t, const request *r) {
+  return t->spare_count < SERVER_SPARE_REQUESTS && r->reply.capacity <= SERVER_SPARE_BUFFER_BYTES &&
+         r->arguments_bytes <= SERVER_SPARE_BUFFER_BYTES;
+}
+
+/* Runs on the request's io thread (the only one that takes spares). */
 void request_free(request *r) {
-  resp_writer_destroy(&r->reply);
-  free(r->arguments);
+  io_thread *t = r->owner->thread;
   free(r->parts);
   free(r->results);
   free(r->error_text);
-  free(r);
+  if (!worth_keeping(t, r)) {
+    resp_writer_destroy(&r->reply);
+    free(r->arguments);
+    free(r);
+    return;
+  }
+  resp_writer reply = r->reply;
+  resp_argument *arguments = r->arguments;
+  size_t arguments_bytes = r->arguments_bytes;
+  memset(r, 0, sizeof(*r));
+  r->reply.data = reply.data;
+  r->reply.capacity = reply.capacity;
+  r->arguments = arguments;
+  r->arguments_bytes = arguments_bytes;
+  r->next = t->spare_requests;
+  t->spare_requests = r;
+  t->spare_count++;
+}
+
+void request_free_spares(io_thread *t) {
+  while (t->spare_requests != NULL) {
+    request *r = t->spare_requests;
+    t->spare_requests = r->next;
+    resp_writer_destroy(&r->reply);
+    free(r->arguments);
+    free(r);
+  }
+  t->spare_count = 0;
 }

@@ -5,6 +5,7 @@
  *
  *   2026-11-23T23:59:01.123Z I flotillad started: node 1, ...
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -33,6 +34,22 @@ int server_log_open(int level, const char *path) {
   }
   log_fd = fd;
   return 0;
+}
+
+/* After a rotation (SIGHUP): the same path opened anew takes the place of
+ * the old descriptor with dup2, which is atomic, so a thread writing a
+ * line meanwhile writes it whole to one file or the other. */
+int server_log_reopen(const char *path) {
+  if (path == NULL || path[0] == '\0' || log_fd == STDERR_FILENO) {
+    return 0;
+  }
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return -errno;
+  }
+  int rc = dup3(fd, log_fd, O_CLOEXEC) < 0 ? -errno : 0;
+  close(fd);
+  return rc;
 }
 
 void server_log_close(void) {

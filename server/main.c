@@ -4,7 +4,8 @@
  * graceful shutdown -> exit 0.
  *
  * First boot: a node creates its replica of every group whose placement
- * includes it, then writes the marker file `flotillad.bootstrapped` in the
+ * includes it (the meta group, which holds the cluster map, included: see
+ * meta.c), then writes the marker file `flotillad.bootstrapped` in the
  * data directory (fsync'd with its directory). Later boots rely on the
  * groups the engine recovers, so membership changes made since are not
  * undone by the initial placement.
@@ -96,7 +97,8 @@ static bool bootstrapped(const char *data_dir) {
 /* Creates this node's replica of every group placed on it. */
 static int bootstrap(const server_config *config, cluster_map *map, fl_engine *engine) {
   uint32_t created = 0;
-  for (uint64_t group = 1; group <= config->groups; group++) {
+  for (uint64_t g = 0; g <= config->groups; g++) {
+    uint64_t group = g == 0 ? SERVER_META_GROUP : g;
     uint64_t members[SERVER_MAX_REPLICAS];
     uint32_t count = cluster_members(map, group, members);
     if (!cluster_is_member(map, group, config->node_id)) {
@@ -118,16 +120,24 @@ static int bootstrap(const server_config *config, cluster_map *map, fl_engine *e
   return 0;
 }
 
-static int wait_for_signal(void) {
+/* Waits for SIGTERM or SIGINT; a SIGHUP meanwhile reopens the log file
+ * (log rotation) and the wait goes on. */
+static int wait_for_signal(const server_config *config) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
-  int signal_number;
-  do {
-    signal_number = sigwaitinfo(&set, NULL);
-  } while (signal_number < 0 && errno == EINTR);
-  return signal_number;
+  sigaddset(&set, SIGHUP);
+  for (;;) {
+    int signal_number = sigwaitinfo(&set, NULL);
+    if (signal_number == SIGHUP) {
+      int rc = server_log_reopen(config->log_file);
+      server_log(rc == 0 ? 1 : 3, "SIGHUP: log file reopened%s%s", rc == 0 ? "" : ": ",
+                 rc == 0 ? "" : strerror(-rc));
+    } else if (signal_number >= 0 || errno != EINTR) {
+      return signal_number;
+    }
+  }
 }
 
 static void block_signals(void) {
@@ -135,6 +145,7 @@ static void block_signals(void) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
 }
@@ -163,13 +174,22 @@ static int run(const server_config *config) {
     cluster_map_destroy(s.map);
     return 1;
   }
+  rc = meta_start(&s);
+  if (rc != 0) {
+    server_log(3, "starting the cluster map's thread: %s", strerror(-rc));
+    server_stop(&s);
+    fl_engine_close(s.engine);
+    cluster_map_destroy(s.map);
+    return 1;
+  }
   server_log(1,
              "flotillad %s started: node %" PRIu64 ", clients on %s:%u, peers on port %u, %u "
              "groups, %u replicas, %u shards, %u io threads",
              SERVER_VERSION, config->node_id, config->bind, s.self->client_port, s.self->peer_port,
              config->groups, config->replicas, fl_engine_shard_count(s.engine), config->io_threads);
-  int signal_number = wait_for_signal();
+  int signal_number = wait_for_signal(config);
   server_log(1, "signal %d: shutting down", signal_number);
+  meta_stop(&s); /* first: its operations need the io threads */
   server_stop(&s);
   rc = fl_engine_close(s.engine);
   cluster_map_destroy(s.map);

@@ -288,6 +288,7 @@ static void *io_thread_main(void *argument) {
   /* Closing the ring cancels the receives and sends still posted. */
   io_uring_queue_exit(&t->ring);
   close_clients(t);
+  request_free_spares(t);
   close(t->listen_fd);
   fl_queue_destroy(&t->completions);
   t->clean = true;

@@ -16,6 +16,9 @@
  *                CLUSTER SLOTS/SHARDS/NODES, FLOTILLA admin commands.
  *   forward.c    connections from an io thread to other nodes' client ports
  *                carrying forwarded requests.
+ *   meta.c       the cluster map kept in the meta group (refreshed on every
+ *                node) and the membership admin operations, on a thread of
+ *                its own.
  *
  * THREADS
  *
@@ -113,6 +116,8 @@ const server_node *server_config_node(const server_config *config, uint64_t id);
 
 int server_log_open(int level, const char *path); /* path "" or NULL: stderr */
 void server_log_close(void);
+/* Reopens the log file at `path` (after rotation); stderr stays stderr. */
+int server_log_reopen(const char *path);
 __attribute__((format(printf, 2, 3))) void server_log(int level, const char *format, ...);
 /* fl_options.log */
 void server_log_engine(void *context, int level, const char *message);

@@ -51,6 +51,12 @@
 #define SERVER_COMMAND_OVERHEAD_BYTES 1024u
 /* Longest key the built-in store takes (engine/kv.h KV_MAX_KEY_BYTES). */
 #define SERVER_MAX_KEY_BYTES (64u * 1024u)
+/* Finished requests an io thread keeps for reuse, with their reply and
+ * argument buffers when those are at most SERVER_SPARE_BUFFER_BYTES: a
+ * command then allocates nothing, and the shard that writes its reply
+ * does not call the allocator either. */
+#define SERVER_SPARE_REQUESTS 1024u
+#define SERVER_SPARE_BUFFER_BYTES 512u
 
 typedef struct server server;
 typedef struct io_thread io_thread;
@@ -72,6 +78,7 @@ struct server {
   _Atomic uint64_t connections_rejected;
   _Atomic uint64_t commands_processed;
   _Atomic uint64_t commands_forwarded;
+  struct meta *meta; /* the cluster map's keeper (meta.c); NULL before meta_start */
 };
 
 struct io_thread {
@@ -86,12 +93,14 @@ struct io_thread {
   uint64_t wake_value;
   fl_completion wake_completion;
   forwarder *forwarder;
-  uint32_t inflight; /* requests admitted and not yet finished */
-  client *clients;   /* every live client of this thread (doubly linked) */
-  client *dirty;     /* clients with replies to move or input to resume */
-  bool draining;     /* shutting down: no new input */
-  bool input_paused; /* some client stopped parsing at the in-flight bound */
-  bool clean;        /* stopped with nothing in flight: its memory may go */
+  uint32_t inflight;       /* requests admitted and not yet finished */
+  client *clients;         /* every live client of this thread (doubly linked) */
+  client *dirty;           /* clients with replies to move or input to resume */
+  bool draining;           /* shutting down: no new input */
+  bool input_paused;       /* some client stopped parsing at the in-flight bound */
+  bool clean;              /* stopped with nothing in flight: its memory may go */
+  request *spare_requests; /* freed requests kept for reuse (linked by next) */
+  uint32_t spare_count;
 };
 
 /* The reply of a forwarded command, or of a part of a multi-key command. */
@@ -122,6 +131,7 @@ struct request {
    * life: used to retry, to forward and to build the reply. */
   resp_argument *arguments;
   uint32_t argument_count;
+  size_t arguments_bytes; /* allocated for `arguments` (kept when reused) */
   /* Multi-key commands: parts still running (any thread), their results. */
   _Atomic uint32_t parts_pending;
   uint32_t part_count;
@@ -217,7 +227,10 @@ void request_finish(request *r);
 void request_finish_from_shard(request *r);
 /* Copies the arguments into the request (keyspace commands). */
 int request_copy_arguments(request *r, const resp_argument *arguments, uint32_t count);
+/* Frees r, or keeps it (and its buffers) for the io thread's next one. */
 void request_free(request *r);
+/* Frees the io thread's spare requests (when it stops). */
+void request_free_spares(io_thread *t);
 /*
  * Starts the key command `r` with `launch(r)` now, or once the client's
  * earlier commands of the other kind (reads for a write, writes for a read)
@@ -262,5 +275,48 @@ void write_forwarded_reply(resp_writer *w, const char *reply, size_t length);
 
 void admin_flotilla(client *c, const resp_argument *arguments, uint32_t count);
 void admin_dbsize(client *c, const resp_argument *arguments, uint32_t count);
+
+/* ---- meta.c: the cluster map in the meta group, membership changes ----- */
+
+/*
+ * One thread per node keeps the cluster map in step with the meta group
+ * (every META_REFRESH_MS) and runs admin membership operations, one at a
+ * time, with blocking calls: to this node's engine, and to every node
+ * (itself included) through the internal FLOTILLA subcommands on their
+ * client ports. An operation's request is answered from that thread with
+ * request_finish_from_shard().
+ */
+#define META_REFRESH_MS 250u
+
+typedef struct meta meta;
+
+typedef enum meta_operation_kind {
+  META_ADD_REPLICA,
+  META_REMOVE_REPLICA,
+  META_MOVE_REPLICA,
+  META_ADD_NODE,
+  META_REMOVE_NODE,
+} meta_operation_kind;
+
+typedef struct meta_operation {
+  meta_operation_kind kind;
+  uint64_t group; /* replica operations */
+  uint64_t node;  /* the node added, removed or moved to */
+  uint64_t from;  /* MOVE-REPLICA: the node the replica leaves */
+  request *request;
+} meta_operation;
+
+/* Starts the thread once the io threads serve (it calls its own node too). */
+int meta_start(server *s);
+/* Ends a running operation with an error, joins the thread. NULL is fine. */
+void meta_stop(server *s);
+/* Queues the operation: 0, or -EBUSY while another one runs on this node. */
+int meta_submit(meta *m, const meta_operation *operation);
+/* Internal FLOTILLA MAP: the map as this node's meta replica last read it. */
+void meta_write_map(meta *m, resp_writer *w);
+/* FLOTILLA NODES: [node id, "active" | "removed", replicas] per node. */
+void meta_write_nodes(meta *m, resp_writer *w);
+/* The meta group's key for `group`'s members ("members/<g>", "members/meta"). */
+void meta_members_key(uint64_t group, char *key, size_t key_bytes);
 
 #endif
