@@ -7,15 +7,16 @@
  *
  *   flotilla-bench [--nodes N] [--groups N] [--shards N] [--payload BYTES]
  *                  [--concurrency N] [--seconds N] [--read-ratio R]
- *                  [--half-load-seconds N] [--dir PATH] [--processes] [--json]
- *                  [--plot FILE.png]
+ *                  [--half-load-seconds N] [--pace-us N] [--dir PATH] [--processes]
+ *                  [--json] [--plot FILE.png]
  *
  * Two phases: a closed loop (every group keeps `concurrency` commands in
  * flight: each completion issues the next) gives the peak; then an open
- * loop at half that rate, paced every millisecond, gives the latency at
+ * loop at half that rate, paced every `pace_us`, gives the latency at
  * half load (the target is p99 <= 5 ms there). Latency is measured from
- * the moment a command is issued (open loop: from when it was due) to its
- * callback, which runs after commit (a majority fsynced) and apply.
+ * the moment a command is issued (open loop: from when it was due, each
+ * command with its own due time) to its callback, which runs after commit
+ * (a majority fsynced) and apply.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -114,6 +115,7 @@ typedef struct settings {
   double read_ratio;
   double half_load_rate; /* 0: half the measured peak */
   uint32_t idle_groups;  /* > 0: the idle-groups measurement instead of the load */
+  uint32_t pace_us;      /* the open loop's generator wakes this often */
   const char *dir;
   const char *plot;
   bool json;
@@ -121,22 +123,24 @@ typedef struct settings {
 } settings;
 
 static void usage(FILE *out) {
-  fprintf(out, "usage: flotilla-bench [options]\n"
-               "  --nodes N              replicas, each an engine in this process (default 3)\n"
-               "  --groups N             Raft groups, each on every node (default 64)\n"
-               "  --shards N             shards (threads) per engine (default 1)\n"
-               "  --payload BYTES        value size of each write (default 16)\n"
-               "  --concurrency N        commands in flight per group, closed loop (default 64)\n"
-               "  --seconds N            closed-loop phase (default 10)\n"
-               "  --half-load-seconds N  open-loop phase at half the peak (default 5; 0 skips)\n"
-               "  --half-load-rate R     writes/s of the open-loop phase instead of half the peak\n"
-               "  --idle-groups N        instead of the load: N idle groups on every node, their\n"
-               "                         memory per group and idle CPU per node\n"
-               "  --read-ratio R         fraction of linearizable reads, 0..1 (default 0)\n"
-               "  --dir PATH             data directory (default: fresh under /var/tmp)\n"
-               "  --processes            every node in its own process (default: all in this one)\n"
-               "  --json                 one JSON object instead of the table\n"
-               "  --plot FILE.png        throughput over time and latency (needs gnuplot)\n");
+  fprintf(out,
+          "usage: flotilla-bench [options]\n"
+          "  --nodes N              replicas, each an engine in this process (default 3)\n"
+          "  --groups N             Raft groups, each on every node (default 64)\n"
+          "  --shards N             shards (threads) per engine (default 1)\n"
+          "  --payload BYTES        value size of each write (default 16)\n"
+          "  --concurrency N        commands in flight per group, closed loop (default 64)\n"
+          "  --seconds N            closed-loop phase (default 10)\n"
+          "  --half-load-seconds N  open-loop phase at half the peak (default 5; 0 skips)\n"
+          "  --half-load-rate R     writes/s of the open-loop phase instead of half the peak\n"
+          "  --pace-us N            the open loop issues what is due every N us (default 1000)\n"
+          "  --idle-groups N        instead of the load: N idle groups on every node, their\n"
+          "                         memory per group and idle CPU per node\n"
+          "  --read-ratio R         fraction of linearizable reads, 0..1 (default 0)\n"
+          "  --dir PATH             data directory (default: fresh under /var/tmp)\n"
+          "  --processes            every node in its own process (default: all in this one)\n"
+          "  --json                 one JSON object instead of the table\n"
+          "  --plot FILE.png        throughput over time and latency (needs gnuplot)\n");
 }
 
 static bool parse_number(const char *text, double low, double high, double *out) {
@@ -168,6 +172,7 @@ static int parse_option(settings *s, const char *name, const char *value) {
       {"--read-ratio", 0, 1, &s->read_ratio, false},
       {"--half-load-rate", 0, 1e8, &s->half_load_rate, false},
       {"--idle-groups", 0, 1e7, &s->idle_groups, true},
+      {"--pace-us", 10, 100000, &s->pace_us, true},
   };
   for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
     if (strcmp(name, table[i].name) != 0) {
@@ -208,7 +213,8 @@ static int parse_settings(int argc, char **argv, settings *s) {
                   .payload = 16,
                   .concurrency = 64,
                   .seconds = 10,
-                  .half_load_seconds = 5};
+                  .half_load_seconds = 5,
+                  .pace_us = 1000};
   for (int i = 1; i < argc;) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(stdout);
@@ -232,13 +238,20 @@ typedef struct slot {
   bench *b;
   uint64_t group;
   uint32_t leader_guess; /* node index */
-  /* When the slot's command was issued (open loop: due). In the open loop a
-   * slot may be reused while a command is in flight, so it is atomic and a
-   * completion may see a later start than its own: latency clamps at 0. */
-  _Atomic uint64_t started_ns;
+  uint64_t started_ns;   /* closed loop: when its command was issued */
   char key[32];
   uint32_t key_length;
 } slot;
+
+/* One command of the open loop, with its own due time: a slot (a key and
+ * its group) issues again while earlier commands are in flight, so the
+ * start cannot live in the slot without a slow completion being measured
+ * from a later command's due time. */
+typedef struct open_command {
+  slot *sl;
+  uint64_t due_ns;
+  atomic_bool in_flight;
+} open_command;
 
 struct bench {
   settings s;
@@ -258,6 +271,8 @@ struct bench {
   _Atomic uint64_t completed;
   _Atomic uint64_t errors;
   _Atomic uint64_t in_flight;
+  open_command *commands; /* the open loop's ring */
+  uint32_t command_mask;
   histogram *latency; /* of the current phase */
   histogram closed_latency;
   histogram half_latency;
@@ -403,12 +418,12 @@ static int create_groups(bench *b) {
 
 static void issue(slot *sl);
 
-static void finish(slot *sl, int status) {
+/* A command of the slot ended: its latency counts from `started_ns`. */
+static void finish(slot *sl, uint64_t started_ns, int status) {
   bench *b = sl->b;
   if (status == 0 || status == FL_E_NOT_FOUND) {
     uint64_t now = now_ns();
-    uint64_t started = atomic_load_explicit(&sl->started_ns, memory_order_relaxed);
-    histogram_record(b->latency, now > started ? (now - started) / 1000 : 0);
+    histogram_record(b->latency, now > started_ns ? (now - started_ns) / 1000 : 0);
     atomic_fetch_add_explicit(&b->completed, 1, memory_order_relaxed);
   } else {
     atomic_fetch_add_explicit(&b->errors, 1, memory_order_relaxed);
@@ -421,15 +436,24 @@ static void finish(slot *sl, int status) {
 static void on_write(void *context, int status, const fl_result *result) {
   (void)result;
   slot *sl = context;
-  finish(sl, status);
+  finish(sl, sl->started_ns, status);
   issue(sl);
+}
+
+static void on_open_write(void *context, int status, const fl_result *result) {
+  (void)result;
+  open_command *c = context;
+  bench *b = c->sl->b;
+  finish(c->sl, c->due_ns, status);
+  atomic_store_explicit(&c->in_flight, false, memory_order_release);
+  atomic_fetch_sub(&b->in_flight, 1);
 }
 
 static void on_read(void *context, int status, const uint8_t *value, uint32_t length) {
   (void)value;
   (void)length;
   slot *sl = context;
-  finish(sl, status);
+  finish(sl, sl->started_ns, status);
   issue(sl);
 }
 
@@ -585,39 +609,110 @@ static void run_closed_loop(bench *b, phase_result *r) {
   r->errors = atomic_load(&b->errors);
 }
 
-/* Open loop: every millisecond, the commands due are issued to free slots;
- * latency counts from when each was due, so queueing is not hidden. */
+/* The open loop's ring holds a second of commands at the rate (a command
+ * older than that holds the generator back: see open_command_for). */
+static int make_command_ring(bench *b, double rate) {
+  uint64_t wanted = rate > 4096 ? (uint64_t)rate : 4096;
+  uint64_t capacity = 4096;
+  while (capacity < wanted && capacity < (1u << 22)) {
+    capacity *= 2;
+  }
+  free(b->commands);
+  b->commands = malloc(capacity * sizeof(open_command));
+  if (b->commands == NULL) {
+    return FL_E_NOMEM;
+  }
+  /* written now, so the generator does not take its page faults while
+   * the commands are timed */
+  memset(b->commands, 0, capacity * sizeof(open_command));
+  b->command_mask = (uint32_t)capacity - 1;
+  return 0;
+}
+
+/* The ring's record for the command `number`. One still in flight (a
+ * command a whole ring older, still unanswered) is waited for: the
+ * generator falls behind, and the commands due meanwhile count their
+ * latency from when they were due, so the wait is not hidden. NULL when
+ * it is still unanswered after 30 s (a lost callback: the phase stops). */
+static open_command *open_command_for(bench *b, uint64_t number) {
+  open_command *c = &b->commands[number & b->command_mask];
+  uint64_t deadline = now_ns() + 30ull * 1000000000ull;
+  while (atomic_load_explicit(&c->in_flight, memory_order_acquire)) {
+    if (now_ns() > deadline) {
+      fprintf(stderr, "flotilla-bench: a write was not answered in 30 s\n");
+      return NULL;
+    }
+    usleep(100); /* the engine is a second behind: nothing better to do */
+  }
+  return c;
+}
+
+static void issue_open(bench *b, open_command *c, slot *sl, uint64_t due_ns) {
+  c->sl = sl;
+  c->due_ns = due_ns;
+  atomic_store_explicit(&c->in_flight, true, memory_order_relaxed);
+  atomic_fetch_add(&b->in_flight, 1);
+  int rc = fl_kv_put(b->engines[sl->leader_guess], sl->group, sl->key, sl->key_length, b->value,
+                     b->s.payload, on_open_write, c);
+  if (rc != 0) {
+    atomic_store_explicit(&c->in_flight, false, memory_order_relaxed);
+    atomic_fetch_sub(&b->in_flight, 1);
+    atomic_fetch_add(&b->errors, 1);
+  }
+}
+
+/* Sleeps until `deadline_ns` (monotonic), whatever the signals. */
+static void sleep_until(uint64_t deadline_ns) {
+  struct timespec t = {.tv_sec = (time_t)(deadline_ns / 1000000000ull),
+                       .tv_nsec = (long)(deadline_ns % 1000000000ull)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR) {
+  }
+}
+
+/*
+ * Open loop: command k is due at start + k / rate. The generator wakes
+ * every pace interval (on an absolute clock, so it does not drift) and
+ * issues every command due by then; each counts its latency from its own
+ * due time, so neither a late wake-up nor queueing is hidden. The interval
+ * trades the generator's wake-ups (a core's worth of time it takes from
+ * the shards) against how late a command may be issued.
+ */
 static void run_half_load(bench *b, double rate, phase_result *r) {
   b->latency = &b->half_latency;
   atomic_store(&b->open_loop, true);
   atomic_store(&b->stopping, false);
   uint64_t start_completed = atomic_load(&b->completed);
+  uint64_t start_errors = atomic_load(&b->errors);
+  double start_cpu = cpu_seconds();
   uint64_t start = now_ns();
-  double issued = 0;
+  uint64_t issued = 0;
   uint32_t next_slot = 0;
   uint64_t until = start + (uint64_t)(b->s.half_load_seconds * 1e9);
-  while (now_ns() < until) {
-    double due = rate * (double)(now_ns() - start) / 1e9;
-    while (issued < due) {
+  /* the phase's commands: a generator running late issues them late (and
+   * their latency shows it), never more of them */
+  double total = rate * b->s.half_load_seconds;
+  uint64_t pace_ns = (uint64_t)b->s.pace_us * 1000u;
+  bool lost = false;
+  for (uint64_t wake = start; wake < until && !lost; wake += pace_ns) {
+    sleep_until(wake);
+    double due = fmin(total, rate * (double)(now_ns() - start) / 1e9);
+    for (; (double)issued < due; issued++) {
       slot *sl = &b->slots[next_slot];
       next_slot = (next_slot + 1) % b->slot_count;
-      atomic_fetch_add(&b->in_flight, 1);
-      /* a slot of the open loop issues once: its callback stops it; the
-       * latency counts from when the command was due */
-      sl->started_ns = start + (uint64_t)(issued / rate * 1e9);
-      int rc = fl_kv_put(b->engines[sl->leader_guess], sl->group, sl->key, sl->key_length, b->value,
-                         b->s.payload, on_write, sl);
-      if (rc != 0) {
-        atomic_fetch_sub(&b->in_flight, 1);
+      open_command *c = open_command_for(b, issued);
+      if (c == NULL) {
         atomic_fetch_add(&b->errors, 1);
+        lost = true;
+        break;
       }
-      issued += 1;
+      issue_open(b, c, sl, start + (uint64_t)((double)issued / rate * 1e9));
     }
-    usleep(1000); /* the pacing interval */
   }
   r->seconds = (double)(now_ns() - start) / 1e9;
   r->completed = atomic_load(&b->completed) - start_completed;
+  r->cpu_seconds = cpu_seconds() - start_cpu;
   wait_quiet(b);
+  r->errors = atomic_load(&b->errors) - start_errors; /* refused or failed: not timed */
 }
 
 /* ---- idle groups ---- */
@@ -775,6 +870,9 @@ static void print_table(bench *b, const phase_result *peak, const phase_result *
     printf("    latency ms p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n",
            histogram_percentile(q, 0.50), histogram_percentile(q, 0.90), p99,
            histogram_percentile(q, 0.999), (double)atomic_load(&q->max_us) / 1000.0);
+    printf("    CPU s per million writes    %12.2f\n",
+           half->completed ? half->cpu_seconds / ((double)half->completed / 1e6) : 0.0);
+    printf("    errors (not timed)          %12llu\n", (unsigned long long)half->errors);
     printf("    p99 at half load            %12.2f ms target %6.2f ms ratio %5.2f  %s\n", p99,
            TARGET_P99_HALF_LOAD_MS, p99 > 0 ? TARGET_P99_HALF_LOAD_MS / p99 : 0.0,
            p99 <= TARGET_P99_HALF_LOAD_MS ? "met" : "MISSED");
@@ -798,8 +896,11 @@ static void print_json(bench *b, const phase_result *peak, const phase_result *h
          peak->stats.frames_sent ? (double)peak->stats.messages_sent / peak->stats.frames_sent : 0,
          peak->completed ? peak->cpu_seconds / ((double)peak->completed / 1e6) : 0.0);
   if (half != NULL) {
-    printf(", \"half_load_writes_per_second\": %.0f, \"half_load_p99_ms\": %.3f",
-           (double)half->completed / half->seconds, histogram_percentile(&b->half_latency, 0.99));
+    printf(", \"half_load_writes_per_second\": %.0f, \"half_load_p50_ms\": %.3f, "
+           "\"half_load_p99_ms\": %.3f, \"half_load_cpu_seconds_per_million\": %.3f",
+           (double)half->completed / half->seconds, histogram_percentile(&b->half_latency, 0.5),
+           histogram_percentile(&b->half_latency, 0.99),
+           half->completed ? half->cpu_seconds / ((double)half->completed / 1e6) : 0.0);
   }
   printf("}\n");
 }
@@ -959,13 +1060,17 @@ static int run_child(bench *b) {
       report_result(b, &result, &b->closed_latency);
     } else {
       if (o.rate > 0 && b->slot_count > 0) {
-        run_half_load(b, o.rate, &result);
+        rc = make_command_ring(b, o.rate);
+        if (rc == 0) {
+          run_half_load(b, o.rate, &result);
+        }
       }
       report_result(b, &result, &b->half_latency);
     }
   }
   stop_engines(b);
   free(b->slots);
+  free(b->commands);
   free(b->value);
   return rc;
 }
@@ -1172,6 +1277,10 @@ int main(int argc, char **argv) {
   double half_rate =
       b.s.half_load_rate > 0 ? b.s.half_load_rate : (double)peak.completed / peak.seconds / 2;
   bool with_half = b.s.half_load_seconds > 0 && half_rate > 0;
+  if (with_half && make_command_ring(&b, half_rate) != 0) {
+    fprintf(stderr, "flotilla-bench: no memory for the open loop\n");
+    with_half = false;
+  }
   if (with_half) {
     run_half_load(&b, half_rate, &half);
   }
@@ -1186,6 +1295,7 @@ int main(int argc, char **argv) {
   stop_engines(&b);
   remove_directory(&b);
   free(b.slots);
+  free(b.commands);
   free(b.value);
   return 0;
 }

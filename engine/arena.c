@@ -8,6 +8,7 @@
  */
 #include "engine/engine_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 
 #define ARENA_MIN_CHUNK_BYTES (1u << 20)
@@ -44,6 +45,13 @@ void *arena_allocate(arena *a, size_t bytes) {
   void *out = chunk->bytes + a->used;
   a->used += bytes;
   return out;
+}
+
+void arena_shrink_last(arena *a, void *last, size_t keep) {
+  arena_chunk *chunk = a->chunks;
+  assert(chunk != NULL && (uint8_t *)last >= chunk->bytes &&
+         (uint8_t *)last + keep <= chunk->bytes + a->used);
+  a->used = (size_t)((uint8_t *)last - chunk->bytes) + align_up(keep);
 }
 
 void arena_reset(arena *a) {

@@ -40,6 +40,9 @@ typedef struct arena {
 } arena;
 
 void *arena_allocate(arena *a, size_t bytes);
+/* Gives back the end of the newest allocation, `last`, keeping `keep` bytes
+ * of it: a buffer sized for the worst case costs only what was used. */
+void arena_shrink_last(arena *a, void *last, size_t keep);
 /* Frees every chunk but one; everything handed out is gone. */
 void arena_reset(arena *a);
 void arena_release(arena *a);
@@ -258,6 +261,7 @@ struct shard {
   replica *ready_head;
   replica *ready_tail;
   arena scratch;
+  wal_entry *read_entries; /* storage reads' index, copied out at once */
   uint64_t now_ms;
   uint64_t next_context; /* read ids */
   uint64_t generation;

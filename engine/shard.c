@@ -702,6 +702,22 @@ static bool has_ready_work(const shard *s) {
   return s->ready_head != NULL || s->durable_head != NULL || saving;
 }
 
+/* Hands the iteration's WAL batch to the disk, unless every pipeline slot
+ * is taken: wal_flush would then wait for an fdatasync, and the whole
+ * shard with it (receives, acknowledgements, applies, callbacks). The
+ * batch keeps filling instead; the completion that frees a slot wakes the
+ * loop (the WAL's eventfd), whose next iteration writes everything
+ * gathered meanwhile as one batch. Nothing can wait forever: a batch is
+ * only held back while another is in flight. */
+static void flush_wal(shard *s) {
+  if (s->failure != 0 || wal_in_flight(s->log) >= s->wal_pipeline_depth) {
+    return;
+  }
+  if (wal_flush(s->log) < 0) {
+    shard_fail(s, -EIO, "WAL flush");
+  }
+}
+
 static void run_iteration(shard *s) {
   bool wait = !has_ready_work(s) && !s->stopping;
   int rc = fl_dispatch(&s->ring, wait ? 1 : 0, wait ? -1 : 0);
@@ -729,9 +745,7 @@ static void run_iteration(shard *s) {
   }
   report_leaders(s);
   network_flush(s);
-  if (s->failure == 0 && wal_flush(s->log) < 0) {
-    shard_fail(s, -EIO, "WAL flush");
-  }
+  flush_wal(s);
   free_deferred(s);
 }
 
@@ -825,6 +839,7 @@ static int open_wal(shard *s) {
   options.segment_bytes = e->options.wal_segment_bytes;
   options.batch_bytes = engine_wal_batch_bytes(&e->options);
   options.direct = e->options.fsync_mode == FL_FSYNC_DIRECT;
+  s->wal_pipeline_depth = options.pipeline_depth;
   wal_recovery_report report;
   int rc = wal_open(&options, &s->log, &report);
   if (rc != 0) {
@@ -918,6 +933,7 @@ int shard_start(fl_engine *engine, uint32_t index, shard **out) {
     fl_queue_destroy(&s->queue);
     arena_release(&s->scratch);
     free(s->term_runs);
+    free(s->read_entries);
     free(s);
     return rc;
   }
@@ -939,5 +955,6 @@ void shard_stop(shard *s) {
   fl_queue_destroy(&s->queue);
   arena_release(&s->scratch);
   free(s->term_runs);
+  free(s->read_entries);
   free(s);
 }
