@@ -990,10 +990,12 @@ typedef struct report {
   uint64_t max_us;
 } report;
 
-static bool write_all(int fd, const void *data, size_t length) {
-  const char *p = data;
+/* The whole of `length` bytes through a pipe, in as many calls as it takes;
+ * false at end of file or on an error (the other process is gone). */
+static bool transfer_all(int fd, void *data, size_t length, bool writing) {
+  char *p = data;
   while (length > 0) {
-    ssize_t n = write(fd, p, length);
+    ssize_t n = writing ? write(fd, p, length) : read(fd, p, length);
     if (n < 0 && errno == EINTR) {
       continue;
     }
@@ -1006,20 +1008,12 @@ static bool write_all(int fd, const void *data, size_t length) {
   return true;
 }
 
+static bool write_all(int fd, const void *data, size_t length) {
+  return transfer_all(fd, (void *)data, length, true);
+}
+
 static bool read_all(int fd, void *data, size_t length) {
-  char *p = data;
-  while (length > 0) {
-    ssize_t n = read(fd, p, length);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return false;
-    }
-    p += n;
-    length -= (size_t)n;
-  }
-  return true;
+  return transfer_all(fd, data, length, false);
 }
 
 static void send_report(bench *b, report *r) {

@@ -100,6 +100,20 @@ static void assert_read(cluster *c, uint64_t node, const char *key, const char *
   assert_string_equal(value, expected);
 }
 
+/* Starts every node of a prepared cluster (or 3 nodes with one shard when
+ * node_count is 0), creates group 1 and returns its leader. */
+static uint64_t start_with_group(cluster *c) {
+  if (c->node_count == 0) {
+    assert_int_equal(cluster_start(c, 3, 1), 0);
+  } else {
+    assert_int_equal(cluster_start_all(c), 0);
+  }
+  assert_int_equal(cluster_create_group(c, 1), 0);
+  uint64_t leader = cluster_wait_leader(c, 1, WAIT_MS);
+  assert_true(leader != 0);
+  return leader;
+}
+
 /* ---- KV commands ---------------------------------------------------------- */
 
 static void check_set_conditions(fl_engine *e) {
@@ -202,11 +216,8 @@ static void check_batches(fl_engine *e) {
 
 static void test_kv_commands(void **state) {
   (void)state;
-  cluster c;
-  assert_int_equal(cluster_start(&c, 3, 1), 0);
-  assert_int_equal(cluster_create_group(&c, 1), 0);
-  uint64_t leader = cluster_wait_leader(&c, 1, WAIT_MS);
-  assert_true(leader != 0);
+  cluster c = {0};
+  uint64_t leader = start_with_group(&c);
   fl_group_status status = status_of(&c, leader, 1);
   assert_int_equal(status.keys, 0);
   assert_int_equal(status.kv_bytes, 0); /* no store until the first command */
@@ -256,16 +267,13 @@ static void on_big_read(void *context, int status, const uint8_t *value, uint32_
  * batch are refused at open rather than stopping a shard later. */
 static void test_largest_value(void **state) {
   (void)state;
-  cluster c;
+  cluster c = {0};
   assert_int_equal(cluster_prepare(&c, 3, 1), 0);
   c.max_command_bytes = FL_KV_MAX_VALUE_BYTES + FL_KV_MAX_KEY_BYTES + 1024;
   c.wal_segment_bytes = 4u << 20; /* half is 2 MiB: too small */
   assert_int_equal(cluster_start_node(&c, 1), FL_E_INVALID);
   c.wal_segment_bytes = 16u << 20;
-  assert_int_equal(cluster_start_all(&c), 0);
-  assert_int_equal(cluster_create_group(&c, 1), 0);
-  uint64_t leader = cluster_wait_leader(&c, 1, WAIT_MS);
-  assert_true(leader != 0);
+  uint64_t leader = start_with_group(&c);
   static uint8_t value[FL_KV_MAX_VALUE_BYTES];
   for (uint32_t i = 0; i < sizeof(value); i++) {
     value[i] = (uint8_t)(i * 7u);
@@ -367,7 +375,7 @@ static uint64_t wait_every_group(cluster *c, leader_watch *watches, uint64_t *le
 static void test_on_leader(void **state) {
   (void)state;
   static leader_watch watches[3];
-  cluster c;
+  cluster c = {0};
   assert_int_equal(cluster_prepare(&c, 3, 2), 0);
   c.on_leader = on_leader;
   for (uint32_t node = 0; node < 3; node++) {
@@ -483,11 +491,8 @@ static void test_expired_keys_swept(void **state) {
   (void)state;
   const uint32_t expiring = 2500;
   const uint32_t lasting = 5;
-  cluster c;
-  assert_int_equal(cluster_start(&c, 3, 1), 0);
-  assert_int_equal(cluster_create_group(&c, 1), 0);
-  uint64_t leader = cluster_wait_leader(&c, 1, WAIT_MS);
-  assert_true(leader != 0);
+  cluster c = {0};
+  uint64_t leader = start_with_group(&c);
   const uint64_t expire_at_ms = wall_clock_ms() + 4000;
   set_keys(c.engines[leader - 1], "short", expiring, expire_at_ms);
   set_keys(c.engines[leader - 1], "long", lasting, 0);
@@ -511,11 +516,8 @@ static void test_expired_keys_swept(void **state) {
  * leader, back, receives the sweeps with the log. */
 static void test_next_leader_sweeps(void **state) {
   (void)state;
-  cluster c;
-  assert_int_equal(cluster_start(&c, 3, 1), 0);
-  assert_int_equal(cluster_create_group(&c, 1), 0);
-  uint64_t leader = cluster_wait_leader(&c, 1, WAIT_MS);
-  assert_true(leader != 0);
+  cluster c = {0};
+  uint64_t leader = start_with_group(&c);
   const uint64_t expire_at_ms = wall_clock_ms() + 1500;
   set_keys(c.engines[leader - 1], "short", 300, expire_at_ms);
   set_keys(c.engines[leader - 1], "long", 2, 0);
