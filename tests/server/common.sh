@@ -141,3 +141,19 @@ assert_serving() {
   [ "$(timeout 10 redis-cli -p "$port" get "{probe}k" 2>&1)" = "$value" ] ||
     fail "GET on port $port failed (or took over 10 s)"
 }
+
+# restart_all_and_verify ACKS WHAT: starts nodes 1..3 of the stopped
+# cluster again, waits until it is ready, and checks that every key listed
+# in ACKS reads back with its value on every node; WHAT names the keys in
+# the failure message.
+restart_all_and_verify() {
+  local acks=$1 what=$2 id
+  for id in 1 2 3; do
+    cluster start-node "$id" -d "$cluster_dir"
+  done
+  cluster wait -d "$cluster_dir" -t 30 || fail "the restarted cluster was not ready"
+  for id in 1 2 3; do
+    "$tools/ack-client" verify --port "${ports[id]}" --acks "$acks" --seconds 20 ||
+      fail "$what is missing on node $id"
+  done
+}

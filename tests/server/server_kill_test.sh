@@ -87,12 +87,5 @@ kill -TERM "$benchmark" 2>/dev/null || true
 wait "$benchmark" 2>/dev/null || true
 
 cluster stop -d "$cluster_dir" -t 20 || fail "a node did not shut down cleanly on SIGTERM"
-for id in 1 2 3; do
-  cluster start-node "$id" -d "$cluster_dir"
-done
-cluster wait -d "$cluster_dir" -t 30 || fail "the restarted cluster was not ready"
-for id in 1 2 3; do
-  "$tools/ack-client" verify --port "${ports[id]}" --acks "$acks" --seconds 20 ||
-    fail "an acknowledged write is missing on node $id"
-done
+restart_all_and_verify "$acks" "an acknowledged write"
 echo "server-kill: ok, $(acknowledged) acknowledged writes survived killing node $victim"

@@ -73,12 +73,5 @@ for id in 1 2 3; do
   grep -qi "shut" "$cluster_dir/node-$id.log" ||
     fail "node $id's log does not report the shutdown"
 done
-for id in 1 2 3; do
-  cluster start-node "$id" -d "$cluster_dir"
-done
-cluster wait -d "$cluster_dir" -t 30 || fail "the restarted cluster was not ready"
-for id in 1 2 3; do
-  "$tools/ack-client" verify --port "${ports[id]}" --acks "$acks" --seconds 20 ||
-    fail "a key written before the restart is missing on node $id"
-done
+restart_all_and_verify "$acks" "a key written before the restart"
 echo "server-restart: ok, $written keys readable on every node after SIGTERM and restart"
