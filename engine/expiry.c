@@ -136,7 +136,10 @@ void expiry_update(shard *s, replica *r) {
     sift_up(s, r->expiry_slot);
     sift_down(s, r->expiry_slot);
   } else if (heap_insert(s, r) != 0) {
-    shard_fail(s, -ENOMEM, "timing key expiry");
+    /* Without memory the group is only swept later (the next apply or
+     * role change tries again): no reason to stop the shard's other groups. */
+    shard_log(s, 2, "group %llu: no memory to time key expiry; retried later",
+              (unsigned long long)r->group);
   }
 }
 
@@ -169,6 +172,11 @@ static bool propose_sweep(shard *s, replica *r, uint64_t now_ms) {
   q->length = (uint32_t)length;
   q->propose_callback = sweep_done;
   q->context = r;
+  /* The same deadline as an API call: the expiry of proposals stops at the
+   * first one without a deadline, which would shield every call behind it
+   * (a sweep that times out is proposed again on a later tick). */
+  uint32_t timeout_ms = s->engine->options.request_timeout_ms;
+  q->deadline_ms = timeout_ms != 0 ? shard_monotonic_ms() + timeout_ms : 0;
   heap_remove(s, r);
   r->sweep_in_flight = true;
   replica_add_proposal(r, q);
