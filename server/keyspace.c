@@ -165,11 +165,16 @@ static size_t copy_reply_resp3(resp_writer *w, const char *reply, size_t length,
 }
 
 void write_forwarded_reply(resp_writer *w, const char *reply, size_t length) {
-  if (w->protocol == 2 || copy_reply_resp3(w, reply, length, 0) == 0) {
-    if (w->protocol != 2) {
-      return; /* a malformed reply cannot be converted: written in part */
-    }
+  if (w->protocol == 2) {
     resp_write_raw(w, reply, length);
+    return;
+  }
+  size_t before = w->length;
+  if (copy_reply_resp3(w, reply, length, 0) == 0) {
+    /* A reply that cannot be converted (nested too deep): whatever part of
+     * it was written goes, so the client's stream stays well formed. */
+    w->length = before;
+    resp_write_error(w, "ERR the leader's reply could not be converted to RESP3");
   }
 }
 
@@ -938,57 +943,63 @@ static void launch_parts(request *r, bool retries_only) {
   }
 }
 
-/* Groups the keys into parts (one per group, keys in request order).
+/* Groups the keys into parts (one per group, in order of first appearance,
+ * keys in request order), in time linear in keys + groups: a request may
+ * carry up to max-arguments keys, so nothing here is quadratic.
  * Memory: parts, then one key_call per key, then the key indexes. */
 static int build_parts(request *r) {
   cluster_map *map = server_of(r)->map;
   uint32_t keys = key_count_of(r);
-  uint64_t *groups = malloc(keys * sizeof(uint64_t));
-  if (groups == NULL) {
+  uint32_t group_count = cluster_group_count(map);
+  uint32_t *groups = malloc(keys * sizeof(uint32_t));
+  /* part_of[g]: 1 + the part of group g, 0 while g has none */
+  uint32_t *part_of = calloc((size_t)group_count + 1, sizeof(uint32_t));
+  if (groups == NULL || part_of == NULL) {
+    free(groups);
+    free(part_of);
     return -ENOMEM;
   }
   uint32_t parts = 0;
   for (uint32_t k = 0; k < keys; k++) {
     const resp_argument *key = key_of(r, k);
-    groups[k] = cluster_group_of_slot(map, slot_for_key(key->data, key->length));
-    bool seen = false;
-    for (uint32_t j = 0; j < k && !seen; j++) {
-      seen = groups[j] == groups[k];
+    uint64_t group = cluster_group_of_slot(map, slot_for_key(key->data, key->length));
+    assert(group >= 1 && group <= group_count);
+    groups[k] = (uint32_t)group;
+    if (part_of[group] == 0) {
+      part_of[group] = ++parts;
     }
-    parts += !seen;
   }
   size_t bytes = parts * sizeof(request_part) + keys * (sizeof(key_call) + sizeof(uint32_t));
   r->parts = calloc(1, bytes);
   if (r->parts == NULL) {
     free(groups);
+    free(part_of);
     return -ENOMEM;
   }
   uint32_t *order = (uint32_t *)((key_call *)(r->parts + parts) + keys);
-  uint32_t used = 0;
-  r->part_count = 0;
-  for (uint32_t k = 0; k < keys; k++) {
-    request_part *part = NULL;
-    for (uint32_t p = 0; p < r->part_count && part == NULL; p++) {
-      part = r->parts[p].group == groups[k] ? &r->parts[p] : NULL;
-    }
-    if (part != NULL) {
-      continue;
-    }
-    part = &r->parts[r->part_count++];
-    const resp_argument *key = key_of(r, k);
-    *part = (request_part){.owner = r,
-                           .group = groups[k],
-                           .keys = order + used,
-                           .slot = slot_for_key(key->data, key->length)};
-    for (uint32_t j = k; j < keys; j++) {
-      if (groups[j] == groups[k]) {
-        order[used++] = j;
-        part->key_count++;
-      }
+  r->part_count = parts;
+  for (uint32_t k = 0; k < keys; k++) { /* sizes, and each part's first key */
+    request_part *part = &r->parts[part_of[groups[k]] - 1];
+    if (part->key_count++ == 0) {
+      const resp_argument *key = key_of(r, k);
+      part->owner = r;
+      part->group = groups[k];
+      part->slot = slot_for_key(key->data, key->length);
     }
   }
+  uint32_t used = 0;
+  for (uint32_t p = 0; p < parts; p++) { /* each part's run of indexes */
+    r->parts[p].keys = order + used;
+    used += r->parts[p].key_count;
+    r->parts[p].key_count = 0;
+  }
+  for (uint32_t k = 0; k < keys; k++) {
+    request_part *part = &r->parts[part_of[groups[k]] - 1];
+    part->keys[part->key_count++] = k;
+  }
   free(groups);
-  assert(used == keys && r->part_count == parts);
+  free(part_of);
+  assert(used == keys);
   return 0;
 }
 

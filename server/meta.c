@@ -587,7 +587,7 @@ static int refresh_from_remote(meta *m) {
     char *saveptr = NULL;
     char *line = strtok_r(reply.text, "\n", &saveptr);
     char version[96] = "";
-    if (line != NULL && sscanf(line, "version %95s", version) >= 0 && !version_is(m, version)) {
+    if (line != NULL && sscanf(line, "version %95s", version) == 1 && !version_is(m, version)) {
       while ((line = strtok_r(NULL, "\n", &saveptr)) != NULL) {
         apply_map_line(m, line);
       }
