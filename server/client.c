@@ -514,7 +514,6 @@ void request_free(request *r) {
   io_thread *t = r->owner->thread;
   free(r->parts);
   free(r->results);
-  free(r->error_text);
   if (!worth_keeping(t, r)) {
     resp_writer_destroy(&r->reply);
     free(r->arguments);

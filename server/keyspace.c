@@ -757,8 +757,7 @@ static int call_batch(request *r, request_part *part, fl_bytes *keys, fl_bytes *
   return fl_kv_set_many(engine, part->group, keys, values, count, on_multi_write, part);
 }
 
-static void run_part_writes(request *r, request_part *part, key_call *calls) {
-  (void)calls;
+static void run_part_writes(request *r, request_part *part) {
   fl_bytes keys[64], values[64];
   fl_bytes *key_batch = keys, *value_batch = values;
   uint32_t capacity =
@@ -901,7 +900,7 @@ static void run_part(request *r, request_part *part, key_call *calls) {
     if (is_read(r->command)) {
       run_part_reads(r, part, calls, mode);
     } else {
-      run_part_writes(r, part, calls);
+      run_part_writes(r, part);
     }
     return;
   }

@@ -93,7 +93,6 @@ struct meta {
   bool node_removed[SERVER_MAX_NODES]; /* by index in config->nodes */
   bool *recorded;                      /* [groups + 1], meta at 0: has an entry */
   rpc_link links[SERVER_MAX_NODES];    /* by index in config->nodes; thread only */
-  _Atomic uint64_t version_counter;
 };
 
 typedef struct group_progress {

@@ -136,10 +136,8 @@ struct request {
   _Atomic uint32_t parts_pending;
   uint32_t part_count;
   request_part *parts;
-  void *results;           /* per key (MGET: values) */
-  _Atomic int64_t total;   /* DEL/EXISTS counts */
-  _Atomic int first_error; /* 0 or a status to report */
-  char *error_text;        /* an error reply to give (owned), set on the io thread */
+  void *results;         /* per key (MGET: values) */
+  _Atomic int64_t total; /* DEL/EXISTS counts */
   /* Engine command settings kept for a retry. */
   uint32_t set_flags;
   uint64_t expire_at_ms;
