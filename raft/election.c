@@ -117,7 +117,11 @@ static void send_vote_requests(fl_raft *r, uint32_t type, uint64_t term, bool fo
 static void poll_election(fl_raft *r) {
   switch (fl_raft_vote_result(r)) {
   case FL_VOTE_WON:
-    if (r->role == FL_RAFT_PRE_CANDIDATE) {
+    if (!fl_raft_is_promotable(r)) {
+      /* Removed, or a snapshot pending, since the campaign began: the
+       * votes were given to a node that may no longer lead. */
+      fl_raft_become_follower(r, r->term, 0);
+    } else if (r->role == FL_RAFT_PRE_CANDIDATE) {
       fl_raft_start_campaign(r, false, false);
     } else {
       fl_raft_become_leader(r);

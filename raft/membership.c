@@ -9,7 +9,7 @@
  * (pending_conf_index <= applied), so every change starts from the applied
  * configuration. With auto_leave the leader proposes the leave entry itself
  * as soon as the joint entry is applied. A leader that is no longer a voter
- * after a change steps down.
+ * after a change steps down, and so does a candidate: it cannot win.
  *
  * Leader transfer: the leader stops taking proposals, brings the target up
  * to date, then sends TIMEOUT_NOW; the target campaigns at once, skipping
@@ -118,6 +118,14 @@ void fl_raft_apply_conf_entry(fl_raft *r, const fl_raft_entry *entry) {
     return; /* only a corrupt log gets here; the entry stays inert */
   }
   fl_raft_set_conf(r, &next);
+  if (r->role == FL_RAFT_CANDIDATE || r->role == FL_RAFT_PRE_CANDIDATE) {
+    /* Votes already granted would count towards the new configuration's
+     * quorum: a campaigner it removed must not win with them. */
+    if (!fl_raft_is_promotable(r)) {
+      fl_raft_become_follower(r, r->term, 0);
+    }
+    return;
+  }
   if (r->role != FL_RAFT_LEADER) {
     return;
   }

@@ -224,6 +224,60 @@ static void test_simple_change_removing_the_leader(void **state) {
   tnet_destroy(net);
 }
 
+/*
+ * A candidate applies, mid-election, the committed entry that removes it.
+ * Node 3 holds the removal in its log, not yet durable, when it starts a
+ * forced campaign; the other two grant their votes; then its write completes
+ * and it applies the entry. The votes, now a majority of {1, 2}, must not
+ * make a non-member the leader: it is a follower from the moment it applies.
+ */
+static void test_candidate_removed_while_campaigning(void **state) {
+  (void)state;
+  fl_raft_options options = tnet_options(false, false);
+  tnet *net = tnet_create(3, &options, 59);
+  uint64_t term = tnet_elect(net, 1);
+  net->hold_writes[3] = true;
+  static const fl_raft_change remove_three[] = {{FL_RAFT_REMOVE, 3}};
+  assert_int_equal(propose_change(net, 1, remove_three, 1, false), 0);
+  tnet_deliver(net);
+  uint64_t removal = conf_entries_of(net, 1).index[0];
+  assert_true(tnet_status(net, 1).applied >= removal);
+  assert_true(tnet_status(net, 3).applied < removal);
+  fl_raft_status before = tnet_status(net, 3);
+  assert_true(fl_raft_conf_has_voter(&before.conf, 3));
+
+  fl_raft_message timeout_now = {.type = FL_RAFT_MSG_TIMEOUT_NOW, .from = 1, .to = 3, .term = term};
+  assert_int_equal(tnode_step(tnet_node(net, 3), tenvelope_create(&timeout_now, NULL)), 0);
+  assert_int_equal(tnet_status(net, 3).role, FL_RAFT_CANDIDATE);
+  tenvelope *requests[8];
+  uint32_t request_count = tnet_take_all(net, 3, requests, 8);
+  assert_int_equal(tnet_count(requests, request_count, FL_RAFT_MSG_VOTE, 0), 2);
+  for (uint32_t i = 0; i < request_count; i++) {
+    tnet_send(net, requests[i]);
+  }
+  tenvelope *grants[16];
+  uint32_t grant_count = 0;
+  for (uint64_t voter = 1; voter <= 2; voter++) {
+    tnet_persist(net, voter);
+    grant_count += tnet_take_all(net, voter, grants + grant_count, 8);
+  }
+  assert_int_equal(tnet_count(grants, grant_count, FL_RAFT_MSG_VOTE_RESP, 3), 2);
+
+  net->hold_writes[3] = false;
+  tnet_persist(net, 3);
+  fl_raft_status after = tnet_status(net, 3);
+  assert_true(after.applied >= removal);
+  assert_false(fl_raft_conf_has_voter(&after.conf, 3));
+  assert_int_equal(after.role, FL_RAFT_FOLLOWER);
+  for (uint32_t i = 0; i < grant_count; i++) {
+    tnet_send(net, grants[i]);
+  }
+  assert_int_not_equal(tnet_status(net, 3).role, FL_RAFT_LEADER);
+  uint64_t leader = tnet_wait_leader(net, 10 * ELECTION_TICKS);
+  assert_true(leader == 1 || leader == 2);
+  tnet_destroy(net);
+}
+
 /* Drops APPENDs of node 1 that carry a configuration entry leaving joint. */
 static tnet_verdict drop_leave_entry(void *context, tenvelope *envelope) {
   (void)context;
@@ -367,6 +421,7 @@ int main(void) {
       cmocka_unit_test(test_joint_change_explicit_leave),
       cmocka_unit_test(test_joint_change_removing_the_leader),
       cmocka_unit_test(test_simple_change_removing_the_leader),
+      cmocka_unit_test(test_candidate_removed_while_campaigning),
       cmocka_unit_test(test_auto_leave_survives_leader_change),
       cmocka_unit_test(test_learner_receives_log_never_votes_never_counts),
       cmocka_unit_test(test_one_change_at_a_time),
