@@ -6,12 +6,16 @@ BUILD     ?= build
 ASAN      ?= build-asan
 FUZZBUILD ?= build-fuzz
 FUZZ_SECONDS ?= 30
+# make test fuzzes from a fixed seed so its result can be repeated; the long
+# exploring runs (make fuzz-explore) start from a new seed each time.
+FUZZ_SEED ?= 1
+FUZZ_EXPLORE_SECONDS ?= 600
 SOAK_SECONDS ?= 600
 # Each soak starts from a new seed (the time) so repeated soaks explore new
 # runs; a failure prints its own seed and the command that replays it.
 SOAK_FIRST_SEED ?= $(shell date +%s)000
 
-.PHONY: all deps build build-asan build-fuzz test test-release test-asan test-fuzz demo soak fuzz bench format format-check install clean
+.PHONY: all deps build build-asan build-fuzz test test-release test-asan test-fuzz fuzz-explore demo soak fuzz bench format format-check install clean
 
 all: build
 
@@ -42,7 +46,10 @@ test-asan: build-asan
 	cd $(ASAN) && ctest --output-on-failure -j $(JOBS) -L 'unit|sim|asan'
 
 test-fuzz: build-fuzz
-	bash fuzz/run.sh $(FUZZBUILD) $(FUZZ_SECONDS)
+	FUZZ_SEED=$(FUZZ_SEED) bash fuzz/run.sh $(FUZZBUILD) $(FUZZ_SECONDS)
+
+fuzz-explore: build-fuzz
+	bash fuzz/run.sh $(FUZZBUILD) $(FUZZ_EXPLORE_SECONDS)
 
 fuzz: build-fuzz
 	@echo "fuzz targets are in $(FUZZBUILD)/fuzz; run them with: bash fuzz/run.sh $(FUZZBUILD) SECONDS"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # run.sh BUILD_DIR [SECONDS] - runs every libFuzzer target for SECONDS each
 # (default 30), starting from a copy of its seed corpus so the repository is
-# never modified. Prints one summary line per target and exits non-zero if
+# never modified. FUZZ_SEED=N fixes libFuzzer's random seed, so a run can be
+# repeated (make test uses a fixed seed: CI checks the same inputs every
+# time); without it every run explores new inputs. Prints one summary line per target and exits non-zero if
 # any target crashed, timed out or ran out of memory; the input that did it
 # is kept and the line says how to replay it.
 #
@@ -45,7 +47,11 @@ run_target() {
   fi
   # -len_control=10: inputs may grow to max_len quickly; the cluster target
   # needs long inputs to reach elections, commits and membership changes.
-  "$binary" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=4096 \
+  local seed_flag=()
+  if [ -n "${FUZZ_SEED:-}" ]; then
+    seed_flag=(-seed="$FUZZ_SEED")
+  fi
+  "$binary" "${seed_flag[@]}" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -max_len=4096 \
     -len_control=10 -print_final_stats=1 -artifact_prefix="$dir/artifacts/" "$dir/corpus" \
     >"$dir/log" 2>&1
   local status=$?
