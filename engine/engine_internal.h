@@ -111,6 +111,22 @@ typedef struct snapshot_save snapshot_save;
 typedef struct snapshot_send snapshot_send;
 typedef struct snapshot_receive snapshot_receive;
 
+/* A min-heap of replicas by a time kept in each replica (replica_heap.c). */
+typedef struct replica_heap {
+  replica **items;
+  uint32_t count;
+  uint32_t capacity;
+} replica_heap;
+
+/* Which fields of struct replica one heap uses: a uint64_t key and a
+ * uint32_t slot, REPLICA_HEAP_ABSENT while the replica is not in it. */
+typedef struct replica_heap_kind {
+  size_t key_offset;
+  size_t slot_offset;
+} replica_heap_kind;
+
+#define REPLICA_HEAP_ABSENT UINT32_MAX
+
 /* A proposal waiting for its entry to apply. */
 typedef struct pending_proposal {
   uint64_t index;
@@ -185,8 +201,8 @@ struct replica {
   /* Quiescence (shard.c): a quiet replica is not ticked. */
   uint32_t active_slot;   /* index in the shard's active array, or UINT32_MAX */
   uint32_t idle_ticks;    /* ticks without activity */
-  uint32_t expiry_slot;   /* in the shard's expiry heap, or UINT32_MAX */
-  uint32_t deadline_slot; /* in the shard's deadline heap, or UINT32_MAX */
+  uint32_t expiry_slot;   /* in the shard's expiry heap, or REPLICA_HEAP_ABSENT */
+  uint32_t deadline_slot; /* in the shard's deadline heap, or REPLICA_HEAP_ABSENT */
   uint8_t role;           /* fl_raft_role */
   bool activity;          /* something happened since the last tick */
   bool snapshot_listed;
@@ -293,12 +309,8 @@ struct shard {
   struct __kernel_timespec tick_interval;
   fl_shard_stats stats;
   replica *leader_reports; /* replicas whose leader changed this iteration */
-  replica **expiring;      /* min-heap by expiry_due_ms (expiry.c) */
-  uint32_t expiring_count;
-  uint32_t expiring_capacity;
-  replica **deadlines; /* min-heap by deadline_due_ms (deadline.c) */
-  uint32_t deadline_count;
-  uint32_t deadline_capacity;
+  replica_heap expiring;   /* by expiry_due_ms (expiry.c) */
+  replica_heap deadlines;  /* by deadline_due_ms (deadline.c) */
   /* recovery scratch */
   fl_raft_term_run *term_runs;
   uint32_t term_run_count;
@@ -358,6 +370,15 @@ void replica_persisted(replica *r, uint64_t write_id);
 /* Called once per tick of an active replica: true when it may stop being
  * ticked (see quiescence in shard.c). */
 bool replica_may_quiesce(replica *r);
+
+/* replica_heap.c: O(log n) but for top and contains, O(1). insert needs
+ * the key set and fails only with -ENOMEM; rekeyed follows a key change. */
+bool replica_heap_contains(const replica_heap_kind *kind, replica *r);
+replica *replica_heap_top(const replica_heap *h);
+int replica_heap_insert(replica_heap *h, const replica_heap_kind *kind, replica *r);
+void replica_heap_remove(replica_heap *h, const replica_heap_kind *kind, replica *r);
+void replica_heap_rekeyed(replica_heap *h, const replica_heap_kind *kind, replica *r);
+void replica_heap_release(replica_heap *h);
 
 /* expiry.c */
 /* A replica LEADS a KV store whose next expiry (wall clock) is known and

@@ -15,16 +15,14 @@
  *   sweep in flight --applied, refused or dropped--> recomputed
  *   in heap --no longer leader / no expiry / removed--> not in heap
  *
- * Invariants: a replica is in the heap iff expiry_slot != UINT32_MAX, and
- * then expiring[expiry_slot] is it; each entry's expiry_due_ms is >= its
- * parent's; a replica with a sweep in flight is not in the heap, so one
- * group has at most one sweep in flight, and a group is swept at most once
- * per tick.
+ * Invariants (beyond the heap's own, replica_heap.c): a replica with a
+ * sweep in flight is not in the heap, so one group has at most one sweep in
+ * flight, and a group is swept at most once per tick.
  */
 #include "engine/engine_internal.h"
 
 #include <assert.h>
-#include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,73 +40,10 @@
 
 FL_STATIC_ASSERT(EXPIRY_SWEEP_MAX_KEYS <= KV_MAX_SWEEP_KEYS, "a sweep the store accepts");
 
-#define NOT_IN_HEAP UINT32_MAX
-
-static void place(shard *s, uint32_t slot, replica *r) {
-  s->expiring[slot] = r;
-  r->expiry_slot = slot;
-}
-
-static void sift_up(shard *s, uint32_t slot) {
-  replica *r = s->expiring[slot];
-  while (slot > 0) {
-    uint32_t parent = (slot - 1) / 2;
-    if (s->expiring[parent]->expiry_due_ms <= r->expiry_due_ms) {
-      break;
-    }
-    place(s, slot, s->expiring[parent]);
-    slot = parent;
-  }
-  place(s, slot, r);
-}
-
-static void sift_down(shard *s, uint32_t slot) {
-  replica *r = s->expiring[slot];
-  for (;;) {
-    uint32_t child = 2 * slot + 1;
-    if (child >= s->expiring_count) {
-      break;
-    }
-    if (child + 1 < s->expiring_count &&
-        s->expiring[child + 1]->expiry_due_ms < s->expiring[child]->expiry_due_ms) {
-      child++;
-    }
-    if (r->expiry_due_ms <= s->expiring[child]->expiry_due_ms) {
-      break;
-    }
-    place(s, slot, s->expiring[child]);
-    slot = child;
-  }
-  place(s, slot, r);
-}
-
-static void heap_remove(shard *s, replica *r) {
-  uint32_t slot = r->expiry_slot;
-  assert(slot < s->expiring_count && s->expiring[slot] == r);
-  r->expiry_slot = NOT_IN_HEAP;
-  replica *last = s->expiring[--s->expiring_count];
-  if (last == r) {
-    return;
-  }
-  place(s, slot, last);
-  sift_up(s, slot);
-  sift_down(s, last->expiry_slot);
-}
-
-static int heap_insert(shard *s, replica *r) {
-  if (s->expiring_count == s->expiring_capacity) {
-    uint32_t capacity = s->expiring_capacity ? s->expiring_capacity * 2 : 64;
-    replica **grown = realloc(s->expiring, capacity * sizeof(*grown));
-    if (grown == NULL) {
-      return -ENOMEM;
-    }
-    s->expiring = grown;
-    s->expiring_capacity = capacity;
-  }
-  place(s, s->expiring_count++, r);
-  sift_up(s, r->expiry_slot);
-  return 0;
-}
+static const replica_heap_kind expiry_kind = {
+    .key_offset = offsetof(replica, expiry_due_ms),
+    .slot_offset = offsetof(replica, expiry_slot),
+};
 
 /* The wall-clock time the replica's sweep is due, 0 for never. */
 static uint64_t due_ms(const shard *s, const replica *r) {
@@ -121,10 +56,10 @@ static uint64_t due_ms(const shard *s, const replica *r) {
 
 void expiry_update(shard *s, replica *r) {
   uint64_t due = due_ms(s, r);
-  bool listed = r->expiry_slot != NOT_IN_HEAP;
+  bool listed = replica_heap_contains(&expiry_kind, r);
   if (due == 0) {
     if (listed) {
-      heap_remove(s, r);
+      replica_heap_remove(&s->expiring, &expiry_kind, r);
     }
     return;
   }
@@ -133,9 +68,8 @@ void expiry_update(shard *s, replica *r) {
   }
   r->expiry_due_ms = due;
   if (listed) {
-    sift_up(s, r->expiry_slot);
-    sift_down(s, r->expiry_slot);
-  } else if (heap_insert(s, r) != 0) {
+    replica_heap_rekeyed(&s->expiring, &expiry_kind, r);
+  } else if (replica_heap_insert(&s->expiring, &expiry_kind, r) != 0) {
     /* Without memory the group is only swept later (the next apply or
      * role change tries again): no reason to stop the shard's other groups. */
     shard_log(s, 2, "group %llu: no memory to time key expiry; retried later",
@@ -177,27 +111,25 @@ static bool propose_sweep(shard *s, replica *r, uint64_t now_ms) {
    * (a sweep that times out is proposed again on a later tick). */
   uint32_t timeout_ms = s->engine->options.request_timeout_ms;
   q->deadline_ms = timeout_ms != 0 ? shard_monotonic_ms() + timeout_ms : 0;
-  heap_remove(s, r);
+  replica_heap_remove(&s->expiring, &expiry_kind, r);
   r->sweep_in_flight = true;
   replica_add_proposal(r, q);
   return true;
 }
 
 void expiry_tick(shard *s) {
-  if (s->expiring_count == 0 || s->failure != 0) {
+  if (replica_heap_top(&s->expiring) == NULL || s->failure != 0) {
     return;
   }
   const uint64_t now_ms = machine_wall_clock_ms();
-  for (uint32_t sweeps = 0; sweeps < EXPIRY_SWEEPS_PER_TICK && s->expiring_count > 0; sweeps++) {
-    replica *r = s->expiring[0];
-    if (r->expiry_due_ms > now_ms || !propose_sweep(s, r, now_ms)) {
+  for (uint32_t sweeps = 0; sweeps < EXPIRY_SWEEPS_PER_TICK; sweeps++) {
+    replica *r = replica_heap_top(&s->expiring);
+    if (r == NULL || r->expiry_due_ms > now_ms || !propose_sweep(s, r, now_ms)) {
       return;
     }
   }
 }
 
 void expiry_release(shard *s) {
-  free(s->expiring);
-  s->expiring = NULL;
-  s->expiring_count = s->expiring_capacity = 0;
+  replica_heap_release(&s->expiring);
 }
