@@ -11,10 +11,13 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,6 +65,8 @@ const char *fl_strerror(int error) {
     return "a membership change is in progress";
   case FL_E_STATE:
     return "refused by the state machine";
+  case FL_E_IN_USE:
+    return "the data directory is in use by another engine";
   default:
     return "unknown error";
   }
@@ -170,7 +175,32 @@ static int copy_options(fl_engine *e, const fl_options *options) {
   return fl_raft_options_validate(&e->raft_options) == 0 ? 0 : FL_E_INVALID;
 }
 
+/*
+ * Two engines on one data directory would interleave their WAL writes and
+ * destroy both logs: the directory's LOCK file is held exclusively for the
+ * engine's life. flock() locks belong to the open file, so a second open
+ * in the same process is refused as well, and the kernel drops the lock
+ * when the process dies, leaving nothing stale after a crash.
+ */
+static int lock_data_dir(fl_engine *e) {
+  char path[PATH_MAX];
+  if (snprintf(path, sizeof(path), "%s/LOCK", e->data_dir) >= (int)sizeof(path)) {
+    return FL_E_INVALID;
+  }
+  e->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (e->lock_fd < 0) {
+    return FL_E_IO;
+  }
+  if (flock(e->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    return errno == EWOULDBLOCK ? FL_E_IN_USE : FL_E_IO;
+  }
+  return 0;
+}
+
 static void free_engine(fl_engine *e) {
+  if (e->lock_fd >= 0) {
+    close(e->lock_fd); /* releases the lock */
+  }
   free(e->shards);
   free(e->nodes);
   free(e->data_dir);
@@ -191,7 +221,9 @@ int fl_engine_open(const fl_options *options, fl_engine **out) {
   if (e == NULL) {
     return FL_E_NOMEM;
   }
+  e->lock_fd = -1;
   rc = copy_options(e, options);
+  rc = rc == 0 ? lock_data_dir(e) : rc;
   e->shards = rc == 0 ? calloc(e->shard_count, sizeof(shard *)) : NULL;
   rc = rc == 0 && e->shards == NULL ? FL_E_NOMEM : rc;
   for (uint32_t i = 0; rc == 0 && i < e->shard_count; i++) {

@@ -255,6 +255,7 @@ struct fl_engine {
   fl_options options;
   fl_node_address *nodes;
   char *data_dir;
+  int lock_fd; /* holds data_dir/LOCK (engine.c), -1 before */
   char *listen_host;
   fl_state_machine machine;
   bool custom_machine;

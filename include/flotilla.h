@@ -51,6 +51,7 @@ enum fl_error {
   FL_E_UNAVAILABLE = -14, /* the group has no leader right now */
   FL_E_CONFLICT = -15,    /* a membership change is already in progress */
   FL_E_STATE = -16,       /* the state machine refused the command (see the result) */
+  FL_E_IN_USE = -17,      /* fl_engine_open: another engine holds data_dir */
 };
 
 FL_API const char *fl_strerror(int error);
@@ -184,7 +185,9 @@ FL_API void fl_options_default(fl_options *options);
  * Opens a node: creates data_dir when missing, recovers every shard from its
  * WAL (every group with the state it had), starts the shard threads and
  * connects to the other nodes. Blocks until recovery is done.
- * `options` and what it points to are copied.
+ * `options` and what it points to are copied. An engine holds data_dir
+ * (an exclusive lock on data_dir/LOCK) until closed: a second open of it,
+ * from this process or another, fails with FL_E_IN_USE.
  */
 FL_API int fl_engine_open(const fl_options *options, fl_engine **out);
 /* Stops accepting requests, fails what is queued with FL_E_CLOSED, flushes

@@ -113,6 +113,27 @@ static void test_restart_all_nodes(void **state) {
   cluster_destroy(&c);
 }
 
+/* A data directory serves one engine at a time: a second open of a running
+ * node's directory is refused before it touches the WAL or the port, and
+ * the directory opens again once the first engine is closed. */
+static void test_data_dir_held_while_open(void **state) {
+  (void)state;
+  cluster c;
+  assert_int_equal(cluster_start(&c, 3, 1), 0);
+  create_groups(&c);
+  write_round(&c, 5, 1);
+  fl_engine *running = c.engines[0];
+  assert_int_equal(cluster_start_node(&c, 1), FL_E_IN_USE);
+  assert_null(c.engines[0]);
+  c.engines[0] = running;
+  write_round(&c, 5, 2); /* the refused open disturbed nothing */
+  check_round(&c, 5, 2);
+  cluster_stop_node(&c, 1);
+  assert_int_equal(cluster_start_node(&c, 1), 0);
+  check_round(&c, 5, 2);
+  cluster_destroy(&c);
+}
+
 /* A node down during writes catches up when it returns. */
 static void test_follower_catches_up(void **state) {
   (void)state;
@@ -221,6 +242,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_replication_and_reads),
       cmocka_unit_test(test_restart_all_nodes),
+      cmocka_unit_test(test_data_dir_held_while_open),
       cmocka_unit_test(test_follower_catches_up),
       cmocka_unit_test(test_follower_catches_up_by_snapshot),
       cmocka_unit_test(test_leader_transfer),

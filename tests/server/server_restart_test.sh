@@ -5,7 +5,8 @@
 # `flotillad --help` exits 0 and names --config; configurations with an
 # unknown key, a bad `nodes` string or no node-id are refused with a
 # non-zero exit and a message naming the option. Then a 3-node cluster
-# takes writes, every node gets SIGTERM and must exit 0 saying it shut
+# takes writes, a second flotillad on a running node's data directory is
+# refused, every node gets SIGTERM and must exit 0 saying it shut
 # down, all three start again from their data directories, and every
 # acknowledged key is read back from every node.
 set -euo pipefail
@@ -67,6 +68,17 @@ acks=$work/acks
 written=$(wc -l <"$acks")
 [ "$written" -gt 100 ] || fail "only $written writes acknowledged in 2 s: $(cat "$work/writer.out")"
 echo "server-restart: $written keys written"
+
+# A second flotillad on a running node's data directory must not start: it
+# would interleave its WAL writes with the first one's.
+status=0
+output=$(timeout 20 "$flotillad" --config "$cluster_dir/node-1.ini" "${test_flags[@]}" 2>&1) ||
+  status=$?
+[ "$status" -ne 0 ] || fail "a second flotillad on node 1's data directory started"
+[ "$status" -ne 124 ] || fail "a second flotillad on node 1's data directory hung"
+grep -q "in use" <<<"$output" || fail "the second flotillad did not say why it stopped: $output"
+echo "server-restart: a second node on the same data directory refused: $(tail -n 1 <<<"$output")"
+[ "$(redis-cli -p "${ports[1]}" ping)" = "PONG" ] || fail "node 1 was disturbed by the refused start"
 
 cluster stop -d "$cluster_dir" -t 20 || fail "a node did not exit 0 on SIGTERM"
 for id in 1 2 3; do
