@@ -261,6 +261,10 @@ echo "flotillad/redis SET, -P 32:       $(ratio "$(value_of flotillad 'plain -P 
 if [ -n "$etcd_rate" ]; then
   echo "etcd: $etcd_rate writes/s ($etcd_note)"
   echo "flotillad/etcd writes, unpipelined: $(ratio "$flotilla_set" "$etcd_rate") (target >= 50)"
+  # etcd's check keeps hundreds of writes in flight over its clients'
+  # multiplexed connections: -P 32 from 50 clients is the closer match.
+  echo "flotillad/etcd writes, -P 32:       $(ratio "$(value_of flotillad 'plain -P 32' SET 4)" \
+    "$etcd_rate") (target >= 50)"
 else
   echo "etcd: $etcd_note"
 fi
