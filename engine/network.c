@@ -4,8 +4,14 @@
  * Sending: every message a replica emits goes into the open FRAME_RAFT batch
  * of its peer, encoded straight into the transport's send buffer (the only
  * copy of entry bytes on this side); heartbeats and their responses are set
- * aside and coalesced at the flush into one FRAME_HEARTBEATS per peer. The
- * flush closes every open batch and hands the transport one send per peer.
+ * aside and coalesced at the flush into one FRAME_HEARTBEATS per peer. A
+ * group may set aside two of a kind for one peer within an iteration (a
+ * tick's heartbeat and a read round's; the answers to two heartbeat frames
+ * received together): only the newest is sent, since a frame carries each
+ * group once per kind and a leader's heartbeats only grow within a term
+ * (read round, tick, commit), so the newest says all the older ones did.
+ * The flush closes every open batch and hands the transport one send per
+ * peer.
  * A message the transport cannot take (peer down, queue full) is dropped:
  * Raft retries, and a down peer is reported unreachable to every replica.
  *
@@ -19,6 +25,7 @@
 #include "engine/engine_internal.h"
 #include "engine/snapshot.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +146,67 @@ void network_send(shard *s, uint64_t group, const fl_raft_message *m) {
   }
 }
 
+/* The frame's order (heartbeats, then responses; each by group), then the
+ * order they were set aside in: the messages live in one array. */
+static bool heartbeat_before(const codec_heartbeat *a, const codec_heartbeat *b) {
+  bool a_response = a->message->type == FL_RAFT_MSG_HEARTBEAT_RESP;
+  bool b_response = b->message->type == FL_RAFT_MSG_HEARTBEAT_RESP;
+  if (a_response != b_response) {
+    return b_response;
+  }
+  if (a->group != b->group) {
+    return a->group < b->group;
+  }
+  return a->message < b->message;
+}
+
+static void sift_down(codec_heartbeat *items, uint32_t root, uint32_t count) {
+  for (;;) {
+    uint32_t child = 2 * root + 1;
+    if (child >= count) {
+      return;
+    }
+    if (child + 1 < count && heartbeat_before(&items[child], &items[child + 1])) {
+      child++;
+    }
+    if (!heartbeat_before(&items[root], &items[child])) {
+      return;
+    }
+    codec_heartbeat swap = items[root];
+    items[root] = items[child];
+    items[child] = swap;
+    root = child;
+  }
+}
+
+/* Heapsort: in place and O(n log n) at any count, no allocation. */
+static void sort_heartbeats(codec_heartbeat *items, uint32_t count) {
+  for (uint32_t start = count / 2; start-- > 0;) {
+    sift_down(items, start, count);
+  }
+  for (uint32_t end = count; end-- > 1;) {
+    codec_heartbeat swap = items[0];
+    items[0] = items[end];
+    items[end] = swap;
+    sift_down(items, 0, end);
+  }
+}
+
+/* Sorts the items for the frame and keeps the newest of each group and
+ * kind (see the top of the file); returns how many are left. */
+static uint32_t newest_heartbeats(codec_heartbeat *items, uint32_t count) {
+  sort_heartbeats(items, count);
+  uint32_t kept = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    bool superseded = i + 1 < count && items[i + 1].group == items[i].group &&
+                      items[i + 1].message->type == items[i].message->type;
+    if (!superseded) {
+      items[kept++] = items[i];
+    }
+  }
+  return kept;
+}
+
 static void send_heartbeats(shard *s, peer_batch *p) {
   if (p->heartbeat_count == 0) {
     return;
@@ -147,12 +215,14 @@ static void send_heartbeats(shard *s, peer_batch *p) {
   for (uint32_t i = 0; i < p->heartbeat_count; i++) {
     items[i] = (codec_heartbeat){.group = p->heartbeat_groups[i], .message = &p->heartbeats[i]};
   }
-  size_t capacity = codec_heartbeats_max_size(p->heartbeat_count);
+  uint32_t count = newest_heartbeats(items, p->heartbeat_count);
+  size_t capacity = codec_heartbeats_max_size(count);
   void *room = NULL;
   size_t length = 0;
   int rc = transport_reserve(s->net->link, p->node, (uint32_t)capacity, &room);
   if (rc == 0) {
-    rc = codec_heartbeats_encode(items, p->heartbeat_count, room, capacity, &length);
+    rc = codec_heartbeats_encode(items, count, room, capacity, &length);
+    assert(rc != TRANSPORT_E_MALFORMED); /* one per group and kind, each coalescible */
   }
   if (rc == 0) {
     transport_commit(s->net->link, p->node, FRAME_HEARTBEATS, (uint32_t)length);

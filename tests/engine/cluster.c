@@ -41,8 +41,8 @@ static fl_options node_options(cluster *c, uint64_t node, char *directory, size_
   options.node_count = c->node_count;
   options.shard_count = c->shard_count;
   options.tick_ms = 10;
-  options.election_ticks = 20;
-  options.heartbeat_ticks = 2;
+  options.election_ticks = c->election_ticks != 0 ? c->election_ticks : 20;
+  options.heartbeat_ticks = c->heartbeat_ticks != 0 ? c->heartbeat_ticks : 2;
   options.wal_segment_bytes = c->wal_segment_bytes != 0 ? c->wal_segment_bytes : 4u << 20;
   if (c->max_command_bytes != 0) {
     options.max_command_bytes = c->max_command_bytes;

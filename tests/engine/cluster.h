@@ -28,6 +28,8 @@ typedef struct cluster {
   uint32_t request_timeout_ms;
   uint32_t max_command_bytes;
   uint64_t wal_segment_bytes; /* 0: 4 MiB, small so tests roll segments over */
+  uint32_t heartbeat_ticks;   /* 0: 2 ticks of 10 ms */
+  uint32_t election_ticks;    /* 0: 20 ticks */
   /* fl_options.machine of node id at machines[id - 1] (NULL: the KV store),
    * and fl_options.log of every node started from now on (NULL: stderr). */
   const fl_state_machine *machines[CLUSTER_MAX_NODES];
