@@ -325,16 +325,27 @@ uint64_t cluster_wait_leader_among(cluster *c, uint64_t group, uint32_t among,
   return 0;
 }
 
+static uint32_t left_until(uint64_t deadline) {
+  uint64_t now = cluster_now_ms();
+  return now < deadline ? (uint32_t)(deadline - now) : 1;
+}
+
 uint64_t cluster_wait_caught_up(cluster *c, uint64_t group, uint32_t timeout_ms) {
   uint64_t deadline = cluster_now_ms() + timeout_ms;
-  uint64_t leader = cluster_wait_leader(c, group, timeout_ms);
-  fl_group_status status;
-  if (leader == 0 || fl_group_status_get(c->engines[leader - 1], group, &status) != 0) {
-    return 0;
+  for (;;) {
+    uint64_t leader = cluster_wait_leader(c, group, left_until(deadline));
+    fl_group_status status;
+    if (leader == 0 || fl_group_status_get(c->engines[leader - 1], group, &status) != 0) {
+      return 0;
+    }
+    if (status.role == FL_LEADER && status.commit == status.last_index) {
+      return cluster_wait_applied(c, group, status.commit, left_until(deadline)) ? leader : 0;
+    }
+    if (cluster_now_ms() >= deadline) {
+      return 0;
+    }
+    cluster_pause_ms(5); /* polling the leader's commit, up to the deadline */
   }
-  uint64_t now = cluster_now_ms();
-  uint32_t left = now < deadline ? (uint32_t)(deadline - now) : 1;
-  return cluster_wait_applied(c, group, status.commit, left) ? leader : 0;
 }
 
 static bool same_voters(const fl_group_status *status, const uint64_t *voters, uint32_t count) {

@@ -93,8 +93,11 @@ int cluster_isolate(cluster *c, uint64_t node, bool cut);
 /* cluster_wait_leader restricted to the running nodes whose bit (1 << (id
  * - 1)) is in `among`: the leader must be one of them, and they agree. */
 uint64_t cluster_wait_leader_among(cluster *c, uint64_t group, uint32_t among, uint32_t timeout_ms);
-/* Waits until the running nodes agree on a leader and each has applied the
- * leader's commit index; returns the leader, 0 on timeout. */
+/* Waits until the running nodes agree on a leader, the leader has committed
+ * its whole log, and each node has applied it; returns the leader, 0 on
+ * timeout. With no writes in flight, every acknowledged write is then
+ * applied everywhere: a new leader's commit index lags behind what earlier
+ * terms committed until its own first entry commits. */
 uint64_t cluster_wait_caught_up(cluster *c, uint64_t group, uint32_t timeout_ms);
 /* Waits until every running node of `among` (bits as above) holds a
  * replica of `group` whose voters are exactly `voters` (any order) and
