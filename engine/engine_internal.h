@@ -273,6 +273,7 @@ struct shard {
   fl_queue queue;
   wal *log;
   uint32_t wal_pipeline_depth; /* WAL batches in flight at once */
+  uint64_t iteration_start_ns; /* when the previous loop iteration began (shard.c) */
   network *net;
   replica_table replicas;
   replica *ready_head;
@@ -310,8 +311,13 @@ struct shard {
   struct __kernel_timespec tick_interval;
   fl_shard_stats stats;
   replica *leader_reports; /* replicas whose leader changed this iteration */
-  replica_heap expiring;   /* by expiry_due_ms (expiry.c) */
-  replica_heap deadlines;  /* by deadline_due_ms (deadline.c) */
+  /* The state machine restored from the last snapshot received, to verify
+   * it, kept for its install (snapshot_transfer.c); NULL when none. */
+  void *verified_state;
+  uint64_t verified_group;
+  uint64_t verified_index;
+  replica_heap expiring;  /* by expiry_due_ms (expiry.c) */
+  replica_heap deadlines; /* by deadline_due_ms (deadline.c) */
   /* recovery scratch */
   fl_raft_term_run *term_runs;
   uint32_t term_run_count;

@@ -31,10 +31,12 @@
  *   with the header's leader_term set to the sender's term; the receiver
  *   acknowledges the whole stream; the core hears report_snapshot().
  * Receiving one: chunks are written in order to a temporary file; the last
- * one makes it durable and steps the SNAPSHOT message rebuilt from the
- * header into the core, which, if it takes it, hands it back as the
- * update's snapshot to install (restore the state machine from the file,
- * WAL marker).
+ * one is verified by restoring the state machine from it, made durable,
+ * and the SNAPSHOT message rebuilt from the header is stepped into the
+ * core, which, if it takes it, hands it back as the update's snapshot to
+ * install (the state restored at receipt, WAL marker). The shard keeps one
+ * such state, the last received: another receipt, or the replica closing,
+ * drops it, and the install then restores from the file again.
  */
 #include "engine/snapshot.h"
 
@@ -522,27 +524,28 @@ static int restore_from_file(int fd, const snapshot_file_header *header, kv_stor
   return kv_restore_finish(restore) == 0 ? 0 : -EUCLEAN;
 }
 
-int snapshot_check_file(shard *s, uint64_t group, int fd, uint64_t index) {
+int snapshot_restore_file(shard *s, uint64_t group, int fd, uint64_t index, void **restored) {
+  *restored = NULL;
   snapshot_file_header header;
   int rc = snapshot_read_header(fd, index, &header);
   rc = rc == 0 ? check_payload_kind(s, &header) : rc;
-  if (rc == 0 && s->engine->custom_machine) {
-    void *scratch = NULL;
-    rc = restore_user(s, group, fd, &header, &scratch);
-    if (scratch != NULL) {
-      s->engine->machine.destroy(scratch);
-    }
+  if (rc != 0) {
     return rc;
   }
-  kv_store *scratch = NULL;
-  if (rc == 0 && kv_create(&scratch) != 0) {
-    rc = -ENOMEM;
+  if (s->engine->custom_machine) {
+    return restore_user(s, group, fd, &header, restored);
   }
-  if (rc == 0) {
-    rc = restore_from_file(fd, &header, scratch);
+  kv_store *fresh = NULL;
+  if (kv_create(&fresh) != 0) {
+    return -ENOMEM;
   }
-  kv_destroy(scratch);
-  return rc;
+  rc = restore_from_file(fd, &header, fresh);
+  if (rc != 0) {
+    kv_destroy(fresh);
+    return rc;
+  }
+  *restored = fresh;
+  return 0;
 }
 
 /* The replica's state machine becomes the one in the file of (group,
@@ -564,8 +567,15 @@ static int load_into_replica(replica *r, int fd, const snapshot_file_header *hea
   return restore_from_file(fd, header, r->machine);
 }
 
-/* Restores the replica's state machine from the file of (group, index). */
+/* Restores the replica's state machine from the file of (group, index),
+ * or takes the state its transfer already restored from that file. */
 int snapshot_load(replica *r, uint64_t index) {
+  void *verified = snapshot_take_verified(r->owner, r->group, index);
+  if (verified != NULL) {
+    machine_destroy(r->owner, r->machine);
+    r->machine = verified;
+    return 0;
+  }
   char path[4200];
   snapshot_path(r->owner, r->group, index, ".snap", path, sizeof(path));
   int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -73,11 +73,14 @@ int snapshot_load(replica *r, uint64_t index);
 /* Reads and checks a snapshot file's header (magic, version, index). */
 int snapshot_read_header(int fd, uint64_t index, snapshot_file_header *header);
 /* Checks that a received file is a whole, verifying snapshot at index of
- * the engine's kind, by restoring it into a scratch state machine (for a
+ * the engine's kind, by restoring it into a fresh state machine (for a
  * user machine: after its checksum verified): a damaged one, or one the
- * machine refuses, is refused before the core ever sees it. 0, -EUCLEAN or
- * -ENOMEM. */
-int snapshot_check_file(shard *s, uint64_t group, int fd, uint64_t index);
+ * machine refuses, is refused before the core ever sees it. 0 with the
+ * state in *restored (the caller owns it), -EUCLEAN or -ENOMEM. */
+int snapshot_restore_file(shard *s, uint64_t group, int fd, uint64_t index, void **restored);
+/* The state snapshot_restore_file gave for (group, index), if the transfer
+ * kept it for the install; the caller owns it. NULL otherwise. */
+void *snapshot_take_verified(shard *s, uint64_t group, uint64_t index);
 /* The core handed a received snapshot to install: state machine and
  * marker, from the file the transfer left. */
 int snapshot_install(replica *r, const fl_raft_snapshot_meta *meta);

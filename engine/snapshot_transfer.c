@@ -235,8 +235,34 @@ static int start_receive(replica *r, uint64_t from, const codec_snapshot_chunk *
   return 0;
 }
 
-/* The whole file is here: durable under its final name, then the core
- * gets the SNAPSHOT message its header describes. */
+static void drop_verified(shard *s) {
+  machine_destroy(s, s->verified_state);
+  s->verified_state = NULL;
+}
+
+/* Keeps a received snapshot's restored state for its install: the core
+ * usually takes the snapshot in this very iteration, and restoring a large
+ * state twice would double the follower's catch-up work. One per shard
+ * bounds what a refused snapshot may hold. */
+static void keep_verified(shard *s, uint64_t group, uint64_t index, void *state) {
+  drop_verified(s);
+  s->verified_state = state;
+  s->verified_group = group;
+  s->verified_index = index;
+}
+
+void *snapshot_take_verified(shard *s, uint64_t group, uint64_t index) {
+  if (s->verified_state == NULL || s->verified_group != group || s->verified_index != index) {
+    return NULL;
+  }
+  void *state = s->verified_state;
+  s->verified_state = NULL;
+  return state;
+}
+
+/* The whole file is here: verified by restoring it, durable under its
+ * final name, then the core gets the SNAPSHOT message its header
+ * describes. */
 static int complete_receive(replica *r, snapshot_receive *receive) {
   shard *s = r->owner;
   char temporary[4200];
@@ -249,10 +275,11 @@ static int complete_receive(replica *r, snapshot_receive *receive) {
   /* the header must describe the snapshot the chunks announced, and the
    * stream must verify: a damaged snapshot is refused here, never handed
    * to the core (installing it could only fail the shard) */
+  void *restored = NULL;
   bool ok =
       snapshot_read_header(fd, receive->index, &header) == 0 &&
       pread(fd, conf_bytes, header.conf_length, sizeof(header)) == (ssize_t)header.conf_length &&
-      snapshot_check_file(s, r->group, fd, receive->index) == 0;
+      snapshot_restore_file(s, r->group, fd, receive->index, &restored) == 0;
   fl_raft_message m = {.type = FL_RAFT_MSG_SNAPSHOT,
                        .from = receive->from,
                        .to = s->engine->options.node_id,
@@ -266,9 +293,12 @@ static int complete_receive(replica *r, snapshot_receive *receive) {
     shard_log(s, 2, "group %llu: refused snapshot %llu from node %llu: it does not verify",
               (unsigned long long)r->group, (unsigned long long)receive->index,
               (unsigned long long)receive->from);
+    machine_destroy(s, restored);
     unlink(temporary);
     return -EIO;
   }
+  s->stats.snapshots_received++;
+  keep_verified(s, r->group, receive->index, restored);
   replica_step(r, &m);
   return 0;
 }
@@ -315,6 +345,7 @@ int snapshot_install(replica *r, const fl_raft_snapshot_meta *meta) {
     rc = snapshot_record_marker(r, meta->index, meta->term, &meta->conf);
   }
   if (rc == 0) {
+    r->owner->stats.snapshots_installed++;
     uint64_t previous = r->snapshot_index;
     r->snapshot_index = meta->index;
     r->snapshot_term = meta->term;
@@ -337,6 +368,9 @@ void snapshot_transfer_abandon(replica *r) {
     r->sending = next;
   }
   drop_receive(r);
+  if (r->owner->verified_state != NULL && r->owner->verified_group == r->group) {
+    drop_verified(r->owner);
+  }
 }
 
 bool snapshot_busy(const replica *r) {

@@ -392,6 +392,8 @@ typedef struct fl_shard_stats {
   uint64_t messages_received;
   uint64_t entries_sent; /* Raft entries carried by messages sent */
   uint64_t loop_iterations;
+  uint64_t snapshots_received; /* whole and verified, from a leader */
+  uint64_t snapshots_installed;
 } fl_shard_stats;
 
 /* Blocks (one round trip to the shard). */
