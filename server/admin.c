@@ -736,10 +736,10 @@ static void info_raft(client *c, text *t) {
            ",wal_batches=%" PRIu64 ",wal_bytes=%" PRIu64 ",wal_syncs=%" PRIu64
            ",wal_entries=%" PRIu64 ",frames_sent=%" PRIu64 ",frames_received=%" PRIu64
            ",messages_sent=%" PRIu64 ",messages_received=%" PRIu64 ",loop_iterations=%" PRIu64
-           "\r\n",
+           ",snapshots_received=%" PRIu64 ",snapshots_installed=%" PRIu64 "\r\n",
            i, st.groups, st.active_groups, st.proposals, st.applied, st.wal_batches, st.wal_bytes,
            st.wal_syncs, st.wal_entries, st.frames_sent, st.frames_received, st.messages_sent,
-           st.messages_received, st.loop_iterations);
+           st.messages_received, st.loop_iterations, st.snapshots_received, st.snapshots_installed);
   }
   for (uint64_t group = 1; group <= cluster_group_count(s->map); group++) {
     fl_group_status st;
