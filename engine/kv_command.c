@@ -16,6 +16,8 @@
 #include "engine/kv_internal.h"
 
 #define KV_SET_KNOWN_FLAGS (KV_SET_NX | KV_SET_XX | KV_SET_GET | KV_SET_KEEPTTL)
+/* The SET flags whose outcome depends on the entry a SET replaces. */
+#define KV_SET_READS_OLD (KV_SET_NX | KV_SET_XX | KV_SET_GET | KV_SET_KEEPTTL)
 /* "-9223372036854775808" */
 #define INT64_TEXT_MAX_BYTES 20u
 
@@ -346,10 +348,33 @@ static int remove_key(kv_store *kv, const uint8_t *key, size_t key_length) {
 
 /* ---- SET ------------------------------------------------------------------ */
 
+/* The write of a SET that passed its conditions: the entry with its new
+ * value and expiry, or no entry when that expiry is already past. */
+static int store_set(kv_store *kv, const set_fields *set, uint64_t expire_at_ms,
+                     kv_result *result) {
+  int rc;
+  if (expire_at_ms != 0 && expire_at_ms <= set->now_ms) {
+    /* Already expired when applied: the key ends absent (as Redis does). */
+    rc = remove_key(kv, set->key, set->key_length);
+  } else {
+    rc = store_new(kv, set->key, set->key_length, set->value, set->value_length, expire_at_ms);
+  }
+  if (rc != 0) {
+    return fail(result, rc);
+  }
+  result->status = KV_STATUS_OK;
+  return 0;
+}
+
 static int apply_set(kv_store *kv, reader *r, kv_result *result) {
   set_fields set;
   if (!decode_set(r, &set)) {
     return fail(result, KV_E_MALFORMED);
+  }
+  if ((set.flags & KV_SET_READS_OLD) == 0) {
+    /* Nothing depends on the old entry, present, expired or absent: the
+     * tree is descended once, by the insert that replaces or adds it. */
+    return store_set(kv, &set, set.expire_at_ms, result);
   }
   kv_item *old = kv_tree_find(&kv->main, set.key, set.key_length);
   bool present = old != NULL && !kv_item_expired(old, set.now_ms);
@@ -368,18 +393,7 @@ static int apply_set(kv_store *kv, reader *r, kv_result *result) {
   if (wants_old && present) {
     return_value(kv, result, old);
   }
-  int rc;
-  if (expire_at_ms != 0 && expire_at_ms <= set.now_ms) {
-    /* Already expired when applied: the key ends absent (as Redis does). */
-    rc = remove_key(kv, set.key, set.key_length);
-  } else {
-    rc = store_new(kv, set.key, set.key_length, set.value, set.value_length, expire_at_ms);
-  }
-  if (rc != 0) {
-    return fail(result, rc);
-  }
-  result->status = KV_STATUS_OK;
-  return 0;
+  return store_set(kv, &set, expire_at_ms, result);
 }
 
 /* ---- DEL ------------------------------------------------------------------ */

@@ -144,6 +144,27 @@ static void assert_result_value(const kv_result *result, const char *value) {
   assert_memory_equal(result->value, value, result->value_length);
 }
 
+/* Reads a whole open snapshot's stream. */
+static uint8_t *snapshot_stream(kv_snapshot *snapshot, size_t *length) {
+  *length = (size_t)kv_snapshot_stream_bytes(snapshot);
+  uint8_t *bytes = malloc(*length);
+  assert_non_null(bytes);
+  size_t got = 0;
+  bool done = false;
+  assert_int_equal(kv_snapshot_read(snapshot, bytes, *length, &got, &done), 0);
+  assert_true(done && got == *length);
+  return bytes;
+}
+
+/* The store's whole snapshot stream. */
+static uint8_t *stream_of(kv_store *kv, size_t *length) {
+  kv_snapshot *snapshot = NULL;
+  assert_int_equal(kv_snapshot_begin(kv, &snapshot), 0);
+  uint8_t *bytes = snapshot_stream(snapshot, length);
+  kv_snapshot_end(snapshot);
+  return bytes;
+}
+
 /* ---- SET ------------------------------------------------------------------ */
 
 static void test_set_plain_nx_xx(void **state) {
@@ -234,6 +255,181 @@ static void test_set_expiry_and_keepttl(void **state) {
   apply(kv, set_command("due", "v", 0, NOW, NOW));
   assert_value(kv, "due", 0, NULL);
   assert_invariants(kv);
+  kv_destroy(kv);
+}
+
+/* A SET replacing a value by one as long never changes what an open
+ * snapshot or SET's GET result still holds (as a rewrite in place of the
+ * shared item would). */
+static void test_set_same_length_keeps_older_versions(void **state) {
+  (void)state;
+  kv_store *kv = new_store();
+  apply(kv, set_command("k", "aaaa", 0, 0, NOW));
+  apply(kv, set_command("other", "x", 0, 0, NOW));
+  size_t pinned_length = 0;
+  uint8_t *pinned = stream_of(kv, &pinned_length);
+  kv_snapshot *snapshot = NULL;
+  assert_int_equal(kv_snapshot_begin(kv, &snapshot), 0);
+  apply(kv, set_command("k", "bbbb", 0, 0, NOW));
+  assert_value(kv, "k", NOW, "bbbb");
+  assert_invariants(kv);
+  size_t length = 0;
+  uint8_t *stream = snapshot_stream(snapshot, &length);
+  assert_int_equal(length, pinned_length);
+  assert_memory_equal(stream, pinned, length);
+  free(stream);
+  free(pinned);
+  kv_snapshot_end(snapshot);
+  assert_invariants(kv);
+  /* Nothing else holds it now: the same size replaced, the same memory. */
+  uint64_t memory = kv_memory_bytes(kv);
+  apply(kv, set_command("k", "cccc", 0, 0, NOW));
+  assert_int_equal(kv_memory_bytes(kv), memory);
+  assert_value(kv, "k", NOW, "cccc");
+  /* GET's result is the old value, intact after the write. */
+  kv_result result = apply(kv, set_command("k", "dddd", KV_SET_GET, 0, NOW));
+  assert_result_value(&result, "cccc");
+  assert_value(kv, "k", NOW, "dddd");
+  /* An entry with an expiry is replaced, and leaves the index. */
+  apply(kv, set_command("t", "eeee", 0, NOW + 100, NOW));
+  apply(kv, set_command("t", "ffff", 0, 0, NOW));
+  assert_int_equal(kv_next_expiry_ms(kv), 0);
+  assert_value(kv, "t", NOW + 200, "ffff");
+  assert_invariants(kv);
+  kv_destroy(kv);
+}
+
+/* What the store should hold for one key of the model test below. */
+typedef struct model_entry {
+  bool stored;
+  char value[24];
+  uint64_t expire_at_ms;
+} model_entry;
+
+#define MODEL_KEYS 300
+#define MODEL_STEPS 20000
+#define MODEL_WINDOW 1000
+
+static bool model_present(const model_entry *entry, uint64_t now_ms) {
+  return entry->stored && !(entry->expire_at_ms != 0 && entry->expire_at_ms <= now_ms);
+}
+
+/* Redis's SET on the model; returns whether it applied. */
+static bool model_set(model_entry *entry, const char *value, uint32_t flags, uint64_t expire_at_ms,
+                      uint64_t now_ms) {
+  bool present = model_present(entry, now_ms);
+  if (((flags & KV_SET_NX) && present) || ((flags & KV_SET_XX) && !present)) {
+    return false;
+  }
+  if ((flags & KV_SET_KEEPTTL) && present) {
+    expire_at_ms = entry->expire_at_ms;
+  }
+  if (expire_at_ms != 0 && expire_at_ms <= now_ms) {
+    entry->stored = false;
+    return true;
+  }
+  entry->stored = true;
+  snprintf(entry->value, sizeof(entry->value), "%s", value);
+  entry->expire_at_ms = expire_at_ms;
+  return true;
+}
+
+/* Flags for a random SET: mostly none (the one-descent path), else one
+ * of the conditions or options that read the old entry. */
+static uint32_t random_set_flags(trandom *random) {
+  static const uint32_t choices[] = {0, 0, 0, 0, KV_SET_NX, KV_SET_XX, KV_SET_GET, KV_SET_KEEPTTL};
+  return choices[trandom_below(random, sizeof(choices) / sizeof(choices[0]))];
+}
+
+/* No expiry, one to come, or one already due when applied. */
+static uint64_t random_expiry(trandom *random, uint32_t flags, uint64_t now_ms) {
+  uint64_t draw = trandom_below(random, 10);
+  if ((flags & KV_SET_KEEPTTL) || draw < 5) {
+    return 0;
+  }
+  return draw < 8 ? now_ms + trandom_range(random, 1, 50) : now_ms - trandom_below(random, 3);
+}
+
+static void assert_matches_model(const kv_store *kv, const model_entry *model, uint64_t now_ms) {
+  uint64_t stored = 0;
+  uint64_t next_expiry = 0;
+  char key[16];
+  for (int i = 0; i < MODEL_KEYS; i++) {
+    snprintf(key, sizeof(key), "key:%04d", i);
+    assert_value(kv, key, now_ms, model_present(&model[i], now_ms) ? model[i].value : NULL);
+    if (model[i].stored) {
+      stored++;
+      uint64_t at = model[i].expire_at_ms;
+      next_expiry = at != 0 && (next_expiry == 0 || at < next_expiry) ? at : next_expiry;
+    }
+  }
+  assert_int_equal(kv_count(kv), stored);
+  assert_int_equal(kv_next_expiry_ms(kv), next_expiry);
+  assert_invariants(kv);
+}
+
+/*
+ * Random SETs, with and without flags and expiries, against a model of
+ * Redis's SET; every other window of steps runs beside an open snapshot,
+ * whose stream must come out as it was when the snapshot began: a SET
+ * that replaces in place of copying would change it.
+ */
+static void test_set_against_model(void **state) {
+  (void)state;
+  static model_entry model[MODEL_KEYS];
+  memset(model, 0, sizeof(model));
+  kv_store *kv = new_store();
+  trandom random;
+  trandom_seed(&random, 2026);
+  uint64_t now = NOW;
+  kv_snapshot *snapshot = NULL;
+  uint8_t *pinned = NULL;
+  size_t pinned_length = 0;
+  for (int step = 1; step <= MODEL_STEPS; step++) {
+    int index = (int)trandom_below(&random, MODEL_KEYS);
+    char key[16];
+    char value[24];
+    snprintf(key, sizeof(key), "key:%04d", index);
+    /* Mostly one length: replacements of a value by one as long. */
+    int width = trandom_below(&random, 4) == 0 ? 12 : 8;
+    snprintf(value, sizeof(value), "v%0*d", width, step);
+    uint32_t flags = random_set_flags(&random);
+    uint64_t expire_at_ms = random_expiry(&random, flags, now);
+    bool present = model_present(&model[index], now);
+    char old[24];
+    snprintf(old, sizeof(old), "%s", model[index].value);
+    bool applied = model_set(&model[index], value, flags, expire_at_ms, now);
+    kv_result result = apply(kv, set_command(key, value, flags, expire_at_ms, now));
+    assert_int_equal(result.status, applied ? KV_STATUS_OK : KV_STATUS_NOT_APPLIED);
+    assert_result_value(&result, (flags & KV_SET_GET) && present ? old : NULL);
+    now += trandom_below(&random, 3);
+    if (step % MODEL_WINDOW != 0) {
+      continue;
+    }
+    assert_matches_model(kv, model, now);
+    if (snapshot != NULL) {
+      size_t length = 0;
+      uint8_t *stream = snapshot_stream(snapshot, &length);
+      assert_int_equal(length, pinned_length);
+      assert_memory_equal(stream, pinned, length);
+      free(stream);
+      free(pinned);
+      kv_snapshot_end(snapshot);
+      snapshot = NULL;
+      assert_invariants(kv);
+    } else {
+      assert_int_equal(kv_snapshot_begin(kv, &snapshot), 0);
+      kv_snapshot *reader = NULL;
+      assert_int_equal(kv_snapshot_begin(kv, &reader), 0);
+      pinned = snapshot_stream(reader, &pinned_length);
+      kv_snapshot_end(reader);
+    }
+  }
+  if (snapshot != NULL) {
+    kv_snapshot_end(snapshot);
+    free(pinned);
+  }
+  assert_matches_model(kv, model, now);
   kv_destroy(kv);
 }
 
@@ -624,20 +820,6 @@ static void test_encoder_rules(void **state) {
 
 /* ---- Malformed commands --------------------------------------------------- */
 
-static uint8_t *stream_of(kv_store *kv, size_t *length) {
-  kv_snapshot *snapshot = NULL;
-  assert_int_equal(kv_snapshot_begin(kv, &snapshot), 0);
-  *length = (size_t)kv_snapshot_stream_bytes(snapshot);
-  uint8_t *bytes = malloc(*length);
-  assert_non_null(bytes);
-  size_t got = 0;
-  bool done = false;
-  assert_int_equal(kv_snapshot_read(snapshot, bytes, *length, &got, &done), 0);
-  assert_true(done && got == *length);
-  kv_snapshot_end(snapshot);
-  return bytes;
-}
-
 /* A store the samples below would change if they were applied. */
 static kv_store *populated_store(void) {
   kv_store *kv = new_store();
@@ -829,6 +1011,8 @@ int main(void) {
       cmocka_unit_test(test_set_plain_nx_xx),
       cmocka_unit_test(test_set_get),
       cmocka_unit_test(test_set_expiry_and_keepttl),
+      cmocka_unit_test(test_set_against_model),
+      cmocka_unit_test(test_set_same_length_keeps_older_versions),
       cmocka_unit_test(test_del_counts),
       cmocka_unit_test(test_incrby),
       cmocka_unit_test(test_incrby_not_integer),
