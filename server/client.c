@@ -303,11 +303,29 @@ static void submit_send(client *c) {
   c->send_in_flight = true;
 }
 
+/* A reply that reaches an empty output when no finished reply follows
+ * it (the unpipelined case) becomes the output: its buffer is swapped in,
+ * not copied, and the request takes the output's empty buffer. Replies
+ * collected together are copied instead, so the one buffer that goes on
+ * the wire does not grow reply by reply from a request's small one. The
+ * reply is within the output limit, as every writer has that limit. */
+static bool take_reply_buffer(client *c, request *r) {
+  if (c->output.length != 0 || c->output.error != 0 || (r->next != NULL && r->next->done)) {
+    return false;
+  }
+  assert(r->reply.length <= c->thread->server->config->client_output_limit);
+  resp_writer_swap_buffers(&c->output, &r->reply);
+  return true;
+}
+
 /* A node's connection is not held to the output limit (see may_read), so
  * its writer takes any reply that memory allows. */
-static bool append_reply(client *c, const request *r) {
+static bool append_reply(client *c, request *r) {
   if (r->reply.error != 0) {
     return false;
+  }
+  if (take_reply_buffer(c, r)) {
+    return true;
   }
   size_t saved_limit = c->output.max_bytes;
   if (c->forwarder) {
@@ -504,9 +522,18 @@ int request_copy_arguments(request *r, const resp_argument *arguments, uint32_t 
   return 0;
 }
 
-static bool worth_keeping(const io_thread *t, const request *r) {
-  return t->spare_count < SERVER_SPARE_REQUESTS && r->reply.capacity <= SERVER_SPARE_BUFFER_BYTES &&
-         r->arguments_bytes <= SERVER_SPARE_BUFFER_BYTES;
+/* Frees the buffers of a request kept as a spare that are too large to
+ * keep: the request itself is still reused, and a later command needing
+ * that much allocates again. */
+static void drop_large_buffers(request *r) {
+  if (r->reply.capacity > SERVER_SPARE_BUFFER_BYTES) {
+    resp_writer_destroy(&r->reply);
+  }
+  if (r->arguments_bytes > SERVER_SPARE_BUFFER_BYTES) {
+    free(r->arguments);
+    r->arguments = NULL;
+    r->arguments_bytes = 0;
+  }
 }
 
 /* Runs on the request's io thread (the only one that takes spares). */
@@ -514,12 +541,13 @@ void request_free(request *r) {
   io_thread *t = r->owner->thread;
   free(r->parts);
   free(r->results);
-  if (!worth_keeping(t, r)) {
+  if (t->spare_count >= SERVER_SPARE_REQUESTS) {
     resp_writer_destroy(&r->reply);
     free(r->arguments);
     free(r);
     return;
   }
+  drop_large_buffers(r);
   resp_writer reply = r->reply;
   resp_argument *arguments = r->arguments;
   size_t arguments_bytes = r->arguments_bytes;

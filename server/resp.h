@@ -217,6 +217,9 @@ void resp_writer_destroy(resp_writer *writer);
 int resp_writer_set_protocol(resp_writer *writer, int version);
 /* Drops the first `bytes` bytes (they were sent); keeps the rest in order. */
 void resp_writer_discard(resp_writer *writer, size_t bytes);
+/* Exchanges the buffers (data, length, capacity) of two writers; each
+ * keeps its limit, protocol and error. No byte is copied. */
+void resp_writer_swap_buffers(resp_writer *a, resp_writer *b);
 
 /*
  * Writers of single replies. Each returns 0, or the writer's sticky error.

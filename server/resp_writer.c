@@ -47,6 +47,16 @@ void resp_writer_discard(resp_writer *writer, size_t bytes) {
   writer->length -= bytes;
 }
 
+void resp_writer_swap_buffers(resp_writer *a, resp_writer *b) {
+  resp_writer held = *a;
+  a->data = b->data;
+  a->length = b->length;
+  a->capacity = b->capacity;
+  b->data = held.data;
+  b->length = held.length;
+  b->capacity = held.capacity;
+}
+
 static int grow(resp_writer *writer, size_t extra) {
   if (extra > writer->max_bytes || writer->length > writer->max_bytes - extra) {
     writer->error = -ENOBUFS;

@@ -827,6 +827,44 @@ static void test_output_limit(void **state) {
   resp_writer_destroy(&writer);
 }
 
+/* Swapping moves the bytes without copying them; each writer keeps its
+ * own limit, protocol and error. */
+static void test_swap_buffers(void **state) {
+  (void)state;
+  resp_writer output;
+  resp_writer reply;
+  resp_writer_init(&output, 100);
+  resp_writer_init(&reply, 1000);
+  assert_int_equal(resp_writer_set_protocol(&reply, 3), 0);
+  assert_int_equal(resp_write_ok(&reply), 0);
+  const char *bytes = reply.data;
+  resp_writer_swap_buffers(&output, &reply);
+  assert_ptr_equal(output.data, bytes);
+  assert_int_equal(output.length, 5);
+  assert_memory_equal(output.data, "+OK\r\n", 5);
+  assert_int_equal(output.max_bytes, 100);
+  assert_int_equal(output.protocol, 2);
+  assert_null(reply.data);
+  assert_int_equal(reply.length, 0);
+  assert_int_equal(reply.capacity, 0);
+  assert_int_equal(reply.max_bytes, 1000);
+  assert_int_equal(reply.protocol, 3);
+  /* Both stay usable: the output appends after what it took over. */
+  assert_int_equal(resp_write_integer(&output, 7), 0);
+  assert_memory_equal(output.data, "+OK\r\n:7\r\n", 9);
+  assert_int_equal(resp_write_null(&reply), 0);
+  assert_memory_equal(reply.data, "_\r\n", 3);
+  /* A sticky error stays with its writer. */
+  reply.error = -ENOBUFS;
+  resp_writer_swap_buffers(&output, &reply);
+  assert_int_equal(output.error, 0);
+  assert_int_equal(reply.error, -ENOBUFS);
+  assert_int_equal(output.length, 3);
+  assert_int_equal(reply.length, 9);
+  resp_writer_destroy(&output);
+  resp_writer_destroy(&reply);
+}
+
 /* Replies of every kind, parsed back by a minimal RESP reader... of our own
  * requests: a command written as a bulk array parses back to itself. */
 static void test_request_round_trip(void **state) {
@@ -871,6 +909,7 @@ int main(void) {
       cmocka_unit_test(test_line_ends_in_texts_become_spaces),
       cmocka_unit_test(test_redis_error_replies),
       cmocka_unit_test(test_output_limit),
+      cmocka_unit_test(test_swap_buffers),
       cmocka_unit_test(test_request_round_trip),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
