@@ -273,7 +273,6 @@ struct shard {
   fl_queue queue;
   wal *log;
   uint32_t wal_pipeline_depth; /* WAL batches in flight at once */
-  uint64_t iteration_start_ns; /* when the previous loop iteration began (shard.c) */
   network *net;
   replica_table replicas;
   replica *ready_head;

@@ -97,6 +97,15 @@ void fl_queue_rearm(fl_queue *queue) {
   (void)atomic_exchange_explicit(&queue->wake_pending, 0, memory_order_acq_rel);
 }
 
+uint64_t fl_queue_length(const fl_queue *queue) {
+  uint64_t enqueued = atomic_load_explicit(&queue->enqueue_position, memory_order_relaxed);
+  return enqueued - queue->dequeue_position;
+}
+
+uint32_t fl_queue_capacity(const fl_queue *queue) {
+  return (uint32_t)queue->mask + 1;
+}
+
 int fl_queue_event_fd(const fl_queue *queue) {
   return queue->event_fd;
 }

@@ -44,6 +44,10 @@ void fl_queue_destroy(fl_queue *queue);
 bool fl_queue_push(fl_queue *queue, void *item);
 /* Consumer thread only. NULL when empty. */
 void *fl_queue_pop(fl_queue *queue);
+/* Consumer thread only: items pushed and not yet popped (a push racing
+ * with the call may or may not be counted). */
+uint64_t fl_queue_length(const fl_queue *queue);
+uint32_t fl_queue_capacity(const fl_queue *queue);
 /* Consumer: call after reading the eventfd, before draining, so a push
  * racing with the drain wakes it again rather than being missed. */
 void fl_queue_rearm(fl_queue *queue);

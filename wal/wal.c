@@ -664,6 +664,10 @@ uint32_t wal_in_flight(const wal *w) {
   return w->in_flight;
 }
 
+uint32_t wal_pending_bytes(const wal *w) {
+  return w->batches[w->filling].used;
+}
+
 int wal_notify_fd(wal *w) {
   return w->io->ops->notify_fd != NULL ? w->io->ops->notify_fd(w->io) : -ENOTSUP;
 }

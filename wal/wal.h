@@ -131,6 +131,8 @@ int wal_flush(wal *w);
 int wal_poll(wal *w, bool wait);
 /* Batches submitted and not yet durable. */
 uint32_t wal_in_flight(const wal *w);
+/* Bytes of records in the filling batch (what wal_flush would write). */
+uint32_t wal_pending_bytes(const wal *w);
 /* A file descriptor that turns readable when wal_poll() may have work (see
  * wal_io_ops.notify_fd), or -ENOTSUP when the io has none. Owned by the WAL. */
 int wal_notify_fd(wal *w);

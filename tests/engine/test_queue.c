@@ -49,6 +49,27 @@ static void test_full_queue_refuses(void **state) {
 }
 
 /* One eventfd write per wake-up cycle, not per push. */
+/* The shard holds requests only while the queue is short of a quarter of
+ * its capacity: the length must count pushes and pops exactly. */
+static void test_length_counts_what_waits(void **state) {
+  (void)state;
+  fl_queue queue;
+  assert_int_equal(fl_queue_init(&queue, 8), 0);
+  assert_int_equal(fl_queue_capacity(&queue), 8);
+  assert_int_equal(fl_queue_length(&queue), 0);
+  for (uintptr_t i = 1; i <= 8; i++) {
+    assert_true(fl_queue_push(&queue, (void *)i));
+    assert_int_equal(fl_queue_length(&queue), i);
+  }
+  assert_false(fl_queue_push(&queue, (void *)9));
+  assert_int_equal(fl_queue_length(&queue), 8);
+  for (uintptr_t i = 1; i <= 8; i++) {
+    assert_ptr_equal(fl_queue_pop(&queue), (void *)i);
+    assert_int_equal(fl_queue_length(&queue), 8 - i);
+  }
+  fl_queue_destroy(&queue);
+}
+
 static void test_wakes_once_until_rearmed(void **state) {
   (void)state;
   fl_queue queue;
@@ -129,6 +150,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_capacity_must_be_a_power_of_two),
       cmocka_unit_test(test_full_queue_refuses),
+      cmocka_unit_test(test_length_counts_what_waits),
       cmocka_unit_test(test_wakes_once_until_rearmed),
       cmocka_unit_test(test_many_producers_lose_nothing),
   };

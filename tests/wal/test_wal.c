@@ -213,6 +213,27 @@ static void test_rollover_and_reopen(void **state) {
   io->ops->destroy(io);
 }
 
+/* wal_pending_bytes is what the shard decides a flush on: it must grow
+ * with each record and fall to zero when the batch goes to the disk. */
+static void test_pending_bytes_follow_the_filling_batch(void **state) {
+  (void)state;
+  wal_io *io = wal_io_memory_create();
+  wal *w = open_wal(io, NULL);
+  drain(w);
+  assert_int_equal(wal_pending_bytes(w), 0);
+  assert_int_equal(append_one(w, 1, 1, 1, NULL), 0);
+  uint32_t one = wal_pending_bytes(w);
+  assert_true(one > 0);
+  assert_int_equal(append_one(w, 1, 2, 1, NULL), 0);
+  assert_true(wal_pending_bytes(w) > one);
+  assert_int_equal(wal_flush(w), 0);
+  assert_int_equal(wal_pending_bytes(w), 0);
+  assert_int_equal(wal_in_flight(w), 1);
+  drain(w);
+  assert_int_equal(wal_close(w), 0);
+  io->ops->destroy(io);
+}
+
 static void test_failed_sync_is_fatal(void **state) {
   (void)state;
   wal_io *io = wal_io_memory_create();
@@ -622,6 +643,7 @@ int main(void) {
       cmocka_unit_test(test_zeroed_header_in_older_segment_is_corruption),
       cmocka_unit_test(test_append_below_compaction_is_refused),
       cmocka_unit_test(test_unfinished_segment_is_removed),
+      cmocka_unit_test(test_pending_bytes_follow_the_filling_batch),
       cmocka_unit_test(test_real_directory_round_trip),
       cmocka_unit_test(test_real_directory_round_trip_direct),
       cmocka_unit_test(test_direct_batches_are_block_aligned),
