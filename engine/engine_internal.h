@@ -273,6 +273,8 @@ struct shard {
   fl_queue queue;
   wal *log;
   uint32_t wal_pipeline_depth; /* WAL batches in flight at once */
+  bool holding_requests;       /* hold_requests (shard.c) began a hold */
+  uint64_t hold_mark;          /* wal_completed_batches when the hold began */
   network *net;
   replica_table replicas;
   replica *ready_head;

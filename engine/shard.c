@@ -748,19 +748,30 @@ static void flush_wal(shard *s) {
  * the next iteration takes everything that arrived meanwhile: fewer,
  * larger rounds at moderate rates, while the leader's own sync starts
  * no later than it could have; only the followers hear of the entries
- * later. Held at most until the writes in flight complete, never while
- * the queue is a quarter full, so producers are not refused (FL_E_BUSY)
- * for it. Reads and admin requests share the queue and wait as long. A
- * busy shard (a large pending batch) takes its requests at once, as before:
- * there the followers writing early is what keeps the peak. */
+ * later.
+ *
+ * A hold ends at the first WAL completion after it began, whatever is in
+ * flight then: a shard that writes its followers' entries all the time
+ * always has a write in flight, and must still take its requests. Never
+ * held while the queue is a quarter full (producers would be refused
+ * FL_E_BUSY for it), nor once the engine is closing (its stop request is
+ * in the queue). Reads and admin requests share the queue and wait as
+ * long: one fdatasync at most. */
 static bool hold_requests(shard *s) {
-  if (s->stopping || s->failure != 0) {
+  bool may_hold = !s->stopping && s->failure == 0 && !atomic_load(&s->engine->closing) &&
+                  fl_queue_length(&s->queue) < fl_queue_capacity(&s->queue) / 4 &&
+                  wal_in_flight(s->log) > 0 &&
+                  wal_pending_bytes(s->log) < SHARD_WAL_PIPELINE_MIN_BYTES;
+  uint64_t completed = wal_completed_batches(s->log);
+  if (!may_hold || (s->holding_requests && completed != s->hold_mark)) {
+    s->holding_requests = false;
     return false;
   }
-  if (fl_queue_length(&s->queue) >= fl_queue_capacity(&s->queue) / 4) {
-    return false;
+  if (!s->holding_requests) {
+    s->holding_requests = true;
+    s->hold_mark = completed;
   }
-  return wal_in_flight(s->log) > 0 && wal_pending_bytes(s->log) < SHARD_WAL_PIPELINE_MIN_BYTES;
+  return true;
 }
 
 static void run_iteration(shard *s) {
@@ -791,6 +802,7 @@ static void run_iteration(shard *s) {
   report_leaders(s);
   network_flush(s);
   flush_wal(s);
+  snapshot_drop_verified(s); /* a snapshot the core took is installed by now */
   free_deferred(s);
 }
 

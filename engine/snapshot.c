@@ -35,8 +35,8 @@
  * and the SNAPSHOT message rebuilt from the header is stepped into the
  * core, which, if it takes it, hands it back as the update's snapshot to
  * install (the state restored at receipt, WAL marker). The shard keeps one
- * such state, the last received: another receipt, or the replica closing,
- * drops it, and the install then restores from the file again.
+ * such state, the last received, until the end of the loop iteration (the
+ * install happens within it); without it the install restores the file.
  */
 #include "engine/snapshot.h"
 

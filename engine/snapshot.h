@@ -81,6 +81,8 @@ int snapshot_restore_file(shard *s, uint64_t group, int fd, uint64_t index, void
 /* The state snapshot_restore_file gave for (group, index), if the transfer
  * kept it for the install; the caller owns it. NULL otherwise. */
 void *snapshot_take_verified(shard *s, uint64_t group, uint64_t index);
+/* Drops the kept state, if any (the end of every loop iteration). */
+void snapshot_drop_verified(shard *s);
 /* The core handed a received snapshot to install: state machine and
  * marker, from the file the transfer left. */
 int snapshot_install(replica *r, const fl_raft_snapshot_meta *meta);

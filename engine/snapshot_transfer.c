@@ -235,17 +235,19 @@ static int start_receive(replica *r, uint64_t from, const codec_snapshot_chunk *
   return 0;
 }
 
-static void drop_verified(shard *s) {
+void snapshot_drop_verified(shard *s) {
   machine_destroy(s, s->verified_state);
   s->verified_state = NULL;
 }
 
 /* Keeps a received snapshot's restored state for its install: the core
- * usually takes the snapshot in this very iteration, and restoring a large
- * state twice would double the follower's catch-up work. One per shard
- * bounds what a refused snapshot may hold. */
+ * takes the snapshot, and the drain installs it, in this very iteration,
+ * and restoring a large state twice would double the follower's catch-up
+ * work. One per shard, dropped at the end of the iteration
+ * (snapshot_drop_verified), so a snapshot the core refused holds nothing
+ * longer. */
 static void keep_verified(shard *s, uint64_t group, uint64_t index, void *state) {
-  drop_verified(s);
+  snapshot_drop_verified(s);
   s->verified_state = state;
   s->verified_group = group;
   s->verified_index = index;
@@ -369,7 +371,7 @@ void snapshot_transfer_abandon(replica *r) {
   }
   drop_receive(r);
   if (r->owner->verified_state != NULL && r->owner->verified_group == r->group) {
-    drop_verified(r->owner);
+    snapshot_drop_verified(r->owner);
   }
 }
 

@@ -622,6 +622,7 @@ static int complete_in_order(wal *w) {
     b->state = WAL_BATCH_FREE;
     w->oldest = (w->oldest + 1) % w->batch_count;
     w->in_flight--;
+    w->completed++;
     completed++;
   }
   return completed;
@@ -662,6 +663,10 @@ int wal_poll(wal *w, bool wait) {
 
 uint32_t wal_in_flight(const wal *w) {
   return w->in_flight;
+}
+
+uint64_t wal_completed_batches(const wal *w) {
+  return w->completed;
 }
 
 uint32_t wal_pending_bytes(const wal *w) {

@@ -131,6 +131,9 @@ int wal_flush(wal *w);
 int wal_poll(wal *w, bool wait);
 /* Batches submitted and not yet durable. */
 uint32_t wal_in_flight(const wal *w);
+/* Batches completed (durable or failed) since open: grows by one per
+ * completion, so a caller can tell whether any completed since it looked. */
+uint64_t wal_completed_batches(const wal *w);
 /* Bytes of records in the filling batch (what wal_flush would write). */
 uint32_t wal_pending_bytes(const wal *w);
 /* A file descriptor that turns readable when wal_poll() may have work (see

@@ -113,6 +113,7 @@ struct wal {
   uint32_t filling;   /* index of the filling batch */
   uint32_t oldest;    /* index of the oldest batch in flight */
   uint32_t in_flight; /* batches submitted, not yet completed in order */
+  uint64_t completed; /* batches completed in order since open */
   uint64_t next_batch_id;
 
   uint64_t *spares; /* old sequences of spare files, oldest first */
