@@ -146,56 +146,10 @@ void network_send(shard *s, uint64_t group, const fl_raft_message *m) {
   }
 }
 
-/* The frame's order (heartbeats, then responses; each by group), then the
- * order they were set aside in: the messages live in one array. */
-static bool heartbeat_before(const codec_heartbeat *a, const codec_heartbeat *b) {
-  bool a_response = a->message->type == FL_RAFT_MSG_HEARTBEAT_RESP;
-  bool b_response = b->message->type == FL_RAFT_MSG_HEARTBEAT_RESP;
-  if (a_response != b_response) {
-    return b_response;
-  }
-  if (a->group != b->group) {
-    return a->group < b->group;
-  }
-  return a->message < b->message;
-}
-
-static void sift_down(codec_heartbeat *items, uint32_t root, uint32_t count) {
-  for (;;) {
-    uint32_t child = 2 * root + 1;
-    if (child >= count) {
-      return;
-    }
-    if (child + 1 < count && heartbeat_before(&items[child], &items[child + 1])) {
-      child++;
-    }
-    if (!heartbeat_before(&items[root], &items[child])) {
-      return;
-    }
-    codec_heartbeat swap = items[root];
-    items[root] = items[child];
-    items[child] = swap;
-    root = child;
-  }
-}
-
-/* Heapsort: in place and O(n log n) at any count, no allocation. */
-static void sort_heartbeats(codec_heartbeat *items, uint32_t count) {
-  for (uint32_t start = count / 2; start-- > 0;) {
-    sift_down(items, start, count);
-  }
-  for (uint32_t end = count; end-- > 1;) {
-    codec_heartbeat swap = items[0];
-    items[0] = items[end];
-    items[end] = swap;
-    sift_down(items, 0, end);
-  }
-}
-
 /* Sorts the items for the frame and keeps the newest of each group and
  * kind (see the top of the file); returns how many are left. */
 static uint32_t newest_heartbeats(codec_heartbeat *items, uint32_t count) {
-  sort_heartbeats(items, count);
+  codec_heartbeats_sort(items, count); /* same group and kind: set-aside order */
   uint32_t kept = 0;
   for (uint32_t i = 0; i < count; i++) {
     bool superseded = i + 1 < count && items[i + 1].group == items[i].group &&

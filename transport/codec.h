@@ -151,6 +151,12 @@ typedef struct codec_heartbeat {
  */
 bool codec_heartbeat_is_coalescible(const fl_raft_message *message);
 
+/* Sorts `items` in place into the frame's order (heartbeats, then
+ * responses; each kind by group), items of one group and kind in the order
+ * of their messages' addresses: for messages in one array, the array's
+ * order. No allocation, O(n log n). */
+void codec_heartbeats_sort(codec_heartbeat *items, uint32_t count);
+
 /* An upper bound of the payload for `count` heartbeats: size the buffer. */
 size_t codec_heartbeats_max_size(uint32_t count);
 

@@ -97,16 +97,25 @@ static bool items_strictly_sorted(const codec_heartbeat *items, uint32_t count) 
   return true;
 }
 
+/* The frame's order, then the messages' addresses: a total order, so
+ * items of one array that share a group and kind keep the array's order. */
+static bool sort_before(const codec_heartbeat *a, const codec_heartbeat *b) {
+  if (item_before(a, b) || item_before(b, a)) {
+    return item_before(a, b);
+  }
+  return (uintptr_t)a->message < (uintptr_t)b->message;
+}
+
 static void sift_down(codec_heartbeat *items, size_t root, size_t count) {
   for (;;) {
     size_t child = 2 * root + 1;
     if (child >= count) {
       return;
     }
-    if (child + 1 < count && item_before(&items[child], &items[child + 1])) {
+    if (child + 1 < count && sort_before(&items[child], &items[child + 1])) {
       child++;
     }
-    if (!item_before(&items[root], &items[child])) {
+    if (!sort_before(&items[root], &items[child])) {
       return;
     }
     codec_heartbeat swap = items[root];
@@ -117,7 +126,7 @@ static void sift_down(codec_heartbeat *items, size_t root, size_t count) {
 }
 
 /* Heapsort: O(n log n) worst case, in place (qsort may allocate). */
-static void sort_items(codec_heartbeat *items, uint32_t count) {
+void codec_heartbeats_sort(codec_heartbeat *items, uint32_t count) {
   for (size_t start = count / 2; start-- > 0;) {
     sift_down(items, start, count);
   }
@@ -143,7 +152,7 @@ static int prepare_items(codec_heartbeat *items, uint32_t count, uint32_t *respo
     responses += type == FL_RAFT_MSG_HEARTBEAT_RESP;
   }
   if (!items_strictly_sorted(items, count)) {
-    sort_items(items, count);
+    codec_heartbeats_sort(items, count);
     if (!items_strictly_sorted(items, count)) {
       return TRANSPORT_E_MALFORMED; /* one group twice in one kind */
     }
