@@ -314,20 +314,30 @@ static int submit_and_wait(fl_engine *e, shard *s, request *q) {
   return q->result;
 }
 
+/* The caller's bytes as one request answered through a propose callback:
+ * a command (fl_propose) or a query of a user machine (fl_query). */
+static int submit_bytes(fl_engine *e, request_type type, uint64_t group, const void *data,
+                        uint32_t length, fl_read_mode mode, fl_propose_callback callback,
+                        void *context) {
+  if (length > e->options.max_command_bytes) {
+    return FL_E_TOO_LARGE;
+  }
+  request *q = new_request(type, group, data, length);
+  if (q != NULL) {
+    q->read_mode = mode;
+    q->propose_callback = callback;
+    q->context = context;
+  }
+  return submit_async(e, owner_of(e, group), q);
+}
+
 int fl_propose(fl_engine *engine, uint64_t group, const void *data, uint32_t length,
                fl_propose_callback callback, void *context) {
   if (callback == NULL || (length > 0 && data == NULL)) {
     return FL_E_INVALID;
   }
-  if (length > engine->options.max_command_bytes) {
-    return FL_E_TOO_LARGE;
-  }
-  request *q = new_request(REQUEST_PROPOSE, group, data, length);
-  if (q != NULL) {
-    q->propose_callback = callback;
-    q->context = context;
-  }
-  return submit_async(engine, owner_of(engine, group), q);
+  return submit_bytes(engine, REQUEST_PROPOSE, group, data, length, FL_READ_LINEARIZABLE, callback,
+                      context);
 }
 
 /* The bytes of a batch request: the commands one after another (where
@@ -707,16 +717,7 @@ int fl_query(fl_engine *engine, uint64_t group, const void *query, uint32_t leng
       !engine->custom_machine || engine->machine.query == NULL) {
     return FL_E_INVALID;
   }
-  if (length > engine->options.max_command_bytes) {
-    return FL_E_TOO_LARGE;
-  }
-  request *q = new_request(REQUEST_QUERY, group, query, length);
-  if (q != NULL) {
-    q->read_mode = mode;
-    q->propose_callback = callback;
-    q->context = context;
-  }
-  return submit_async(engine, owner_of(engine, group), q);
+  return submit_bytes(engine, REQUEST_QUERY, group, query, length, mode, callback, context);
 }
 
 /* ---- fault injection (engine/engine_testing.h) ------------------------ */
