@@ -65,6 +65,9 @@ struct request_part {
   uint32_t key_count;
   _Atomic uint32_t calls_pending;
   _Atomic int status;
+  /* EXISTS and DEL: what this part counted. Per part, so that a part
+   * retried after some of its calls succeeded counts them once. */
+  _Atomic int64_t total;
   bool retried;
   char *error; /* a forwarded error reply, without "-" and "\r\n" */
 };
@@ -646,7 +649,11 @@ static void assemble_multi(request *r) {
   } else if (r->command == KEYSPACE_MSET) {
     resp_write_ok(w);
   } else {
-    resp_write_integer(w, atomic_load(&r->total));
+    int64_t total = 0;
+    for (uint32_t p = 0; p < r->part_count; p++) {
+      total += atomic_load(&r->parts[p].total);
+    }
+    resp_write_integer(w, total);
   }
 }
 
@@ -699,7 +706,7 @@ static void on_multi_read(void *context, int status, const uint8_t *value, uint3
   request *r = call->part->owner;
   if (status == 0) {
     if (r->command == KEYSPACE_EXISTS) {
-      atomic_fetch_add(&r->total, 1);
+      atomic_fetch_add(&call->part->total, 1);
     } else {
       found_value *slot = &((found_value *)r->results)[call->key];
       slot->data = malloc(length > 0 ? length : 1);
@@ -721,7 +728,7 @@ static void on_multi_write(void *context, int status, const fl_result *result) {
     status = FL_E_STATE;
   }
   if (status == 0 && part->owner->command == KEYSPACE_DEL) {
-    atomic_fetch_add(&part->owner->total, result->integer);
+    atomic_fetch_add(&part->total, result->integer);
   }
   part_call_done(part, status);
 }
@@ -834,7 +841,7 @@ static void on_forwarded_part(void *context, int status, const char *reply, size
     return;
   }
   if (reply[0] == ':') {
-    atomic_fetch_add(&r->total, strtoll(reply + 1, NULL, 10));
+    atomic_fetch_add(&part->total, strtoll(reply + 1, NULL, 10));
   } else if (reply[0] == '*' && r->command == KEYSPACE_MGET) {
     const char *p = memchr(reply, '\n', length) + 1;
     const char *end = reply + length;
@@ -932,6 +939,7 @@ static void launch_parts(request *r, bool retries_only) {
     if (retries_only) {
       part->retried = true;
       atomic_store(&part->status, 0);
+      atomic_store(&part->total, 0);
       for (uint32_t i = 0; r->results != NULL && i < part->key_count; i++) {
         found_value *slot = &((found_value *)r->results)[part->keys[i]];
         free(slot->data);
