@@ -136,6 +136,16 @@ void client_close_now(client *c) {
 
 /* ---- input ------------------------------------------------------------- */
 
+/* The bytes of one request at most, as Redis's client-query-buffer-limit:
+ * a request's arguments stay in the input buffer until it is complete, and
+ * the parser bounds each argument and their count but not their sum. */
+#define CLIENT_MAX_REQUEST_BYTES (1ull << 30)
+
+static bool request_too_large(const client *c) {
+  return resp_parser_bytes_needed(&c->parser) > CLIENT_MAX_REQUEST_BYTES ||
+         c->input_length >= CLIENT_MAX_REQUEST_BYTES;
+}
+
 /* Room for the next receive: what the unfinished request needs, at least
  * CLIENT_RECEIVE_BYTES; the parser's limits bound what it can ask for. */
 static bool reserve_input(client *c) {
@@ -193,6 +203,14 @@ static bool may_read(const client *c) {
 
 void client_arm_receive(client *c) {
   if (c->receiving || !may_read(c)) {
+    return;
+  }
+  if (request_too_large(c)) {
+    resp_writer *w = client_reply_writer(c);
+    if (w != NULL) {
+      resp_write_error(w, "ERR Protocol error: a request larger than 1 GiB");
+    }
+    client_close_after_reply(c);
     return;
   }
   if (!reserve_input(c)) {
