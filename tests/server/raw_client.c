@@ -153,8 +153,10 @@ static bool send_all(int fd, const char *data, size_t length, uint32_t trickle_m
 }
 
 /* Reads into `got` until `want` bytes (or, with until_close, the end of
- * the stream), the end of the stream, or the deadline. */
-static size_t read_reply(int fd, char *got, size_t want, bool until_close) {
+ * the stream), the end of the stream, or the deadline; *closed tells
+ * whether the server ended the stream. */
+static size_t read_reply(int fd, char *got, size_t want, bool until_close, bool *closed) {
+  *closed = false;
   size_t length = 0;
   uint64_t deadline = client_now_ms() + READ_DEADLINE_MS;
   while (until_close || length < want) {
@@ -171,7 +173,8 @@ static size_t read_reply(int fd, char *got, size_t want, bool until_close) {
       continue;
     }
     if (n <= 0) {
-      break; /* closed (or reset) by the server */
+      *closed = true; /* closed (or reset) by the server */
+      break;
     }
     length += (size_t)n;
   }
@@ -188,21 +191,29 @@ static int run_exchange(uint16_t port, const char *send_text, const char *expect
                         exchange_options options) {
   byte_string request = unescape(send_text), expected = unescape(expect_text);
   int fd = connect_port(port);
-  send_all(fd, request.data, request.length, options.trickle_ms);
+  bool sent = send_all(fd, request.data, request.length, options.trickle_ms);
   char *got = malloc(MAX_BYTES);
   if (got == NULL) {
     return 2;
   }
-  size_t length = read_reply(fd, got, expected.length, options.until_close);
+  bool closed = false;
+  size_t length = read_reply(fd, got, expected.length, options.until_close, &closed);
   close(fd);
   bool same = (options.prefix ? length >= expected.length : length == expected.length) &&
-              memcmp(got, expected.data, expected.length) == 0;
+              memcmp(got, expected.data, expected.length) == 0 && (!options.until_close || closed);
+  if (!sent && !options.until_close) {
+    fprintf(stderr, "raw-client: port %u: the request could not be sent whole\n", port);
+    same = false;
+  }
   if (!same) {
     fprintf(stderr, "raw-client: port %u, sent '%s'\n  expected '", port, send_text);
     print_escaped(stderr, expected.data, expected.length);
     fprintf(stderr, "'\n  got      '");
     print_escaped(stderr, got, length);
-    fprintf(stderr, "'%s\n", options.until_close ? " (then the connection was to close)" : "");
+    fprintf(stderr, "'%s\n",
+            options.until_close ? (closed ? " (then the connection closed)"
+                                          : " (then the connection was to close, and did not)")
+                                : "");
   }
   free(got);
   free(request.data);
