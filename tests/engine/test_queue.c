@@ -48,7 +48,6 @@ static void test_full_queue_refuses(void **state) {
   fl_queue_destroy(&queue);
 }
 
-/* One eventfd write per wake-up cycle, not per push. */
 /* The shard holds requests only while the queue is short of a quarter of
  * its capacity: the length must count pushes and pops exactly. */
 static void test_length_counts_what_waits(void **state) {
@@ -70,6 +69,7 @@ static void test_length_counts_what_waits(void **state) {
   fl_queue_destroy(&queue);
 }
 
+/* One eventfd write per wake-up cycle, not per push. */
 static void test_wakes_once_until_rearmed(void **state) {
   (void)state;
   fl_queue queue;
