@@ -204,8 +204,15 @@ static void acknowledge(shard *s, uint64_t to, const codec_snapshot_chunk *chunk
   }
 }
 
+/* An unfinished stream's file goes with it: a peer restarting streams at
+ * other indexes must not leave them behind on the disk. */
 static void drop_receive(replica *r) {
   if (r->receiving != NULL) {
+    if (r->receiving->fd >= 0) {
+      char path[4200];
+      snapshot_path(r->owner, r->group, r->receiving->index, ".recv", path, sizeof(path));
+      unlink(path);
+    }
     close(r->receiving->fd);
     free(r->receiving);
     r->receiving = NULL;
@@ -317,8 +324,11 @@ void snapshot_receive_chunk(shard *s, uint64_t from, const codec_snapshot_chunk 
     return;
   }
   receive = r->receiving;
+  /* the total is the first chunk's: a sender raising it chunk by chunk
+   * would never have to end the stream */
   bool in_order = receive != NULL && receive->stream_id == chunk->stream_id &&
-                  receive->from == from && chunk->offset == receive->offset;
+                  receive->from == from && chunk->offset == receive->offset &&
+                  chunk->total_bytes == receive->total;
   if (!in_order) {
     acknowledge(s, from, chunk, CODEC_SNAPSHOT_RESTART, 0);
     return;
