@@ -185,8 +185,12 @@ static int sink_flush(user_sink *sink) {
 
 static int sink_write(void *context, const void *bytes, size_t length) {
   user_sink *sink = context;
-  if (sink->error != 0 || (length > 0 && bytes == NULL)) {
-    return sink->error != 0 ? FL_E_IO : FL_E_INVALID;
+  if (sink->error == 0 && length > 0 && bytes == NULL) {
+    sink->error = -EINVAL; /* the stream is short now: it must not publish */
+    return FL_E_INVALID;
+  }
+  if (sink->error != 0) {
+    return FL_E_IO;
   }
   XXH3_64bits_update(sink->hash, bytes, length);
   sink->length += length;
