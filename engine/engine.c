@@ -697,7 +697,8 @@ int fl_kv_set_many(fl_engine *engine, uint64_t group, const fl_bytes *keys, cons
 
 int fl_kv_get(fl_engine *engine, uint64_t group, const void *key, uint32_t key_length,
               fl_read_mode mode, fl_read_callback callback, void *context) {
-  if (callback == NULL || key_length > KV_MAX_KEY_BYTES || mode > FL_READ_LOCAL) {
+  if (callback == NULL || !bytes_valid(key, key_length) || key_length > KV_MAX_KEY_BYTES ||
+      mode > FL_READ_LOCAL) {
     return FL_E_INVALID;
   }
   request *q = new_request(REQUEST_READ, group, key, key_length);
